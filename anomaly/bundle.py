@@ -1,0 +1,255 @@
+"""The artifact bundle: encoder, decoder, scorer arrays and ``config.json``, verified on load.
+
+A bundle is a folder::
+
+    config.json    format version, preprocessing, thresholds, labels, training data, metrics,
+                   library versions and the sha256 of every other file
+    encoder.keras  the encoder sub-model (embedding + bottleneck code)
+    decoder.keras  the decoder, for the anomaly map
+    arrays.npz     scorer state, input normalisation, reconstruction-error statistics and the
+                   held-out normal scores behind the thresholds (plain arrays, no pickle)
+
+A calibration file (``calibrate``) is one ``.npz`` holding a refitted scorer, its thresholds and held-out
+scores, and a JSON ``meta`` entry naming the encoder (by sha256) and preprocessing it was made with, so
+that it is refused by any other model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomaly.errors import BundleError
+from anomaly.features import FeatureParams
+from anomaly.scoring import LABELS, MahalanobisScorer, Thresholds
+
+FORMAT_VERSION = 1
+CALIBRATION_FORMAT_VERSION = 1
+BUNDLE_FILES = ("encoder.keras", "decoder.keras", "arrays.npz")
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("tensorflow-cpu", "keras", "numpy", "scikit-learn", "scipy", "librosa", "soundfile"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+@dataclass
+class Bundle:
+    """A verified bundle: its config, arrays and where it came from. Models are loaded lazily."""
+
+    path: Path
+    config: dict
+    arrays: dict[str, np.ndarray]
+    source: str = "bundled"
+    revision: str | None = None
+    _models: tuple | None = field(default=None, repr=False)
+
+    @property
+    def params(self) -> FeatureParams:
+        return FeatureParams.from_dict(self.config["preprocessing"])
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds.from_dict(self.config["thresholds"])
+
+    @property
+    def scorer(self) -> MahalanobisScorer:
+        return MahalanobisScorer.from_arrays(self.arrays)
+
+    @property
+    def encoder_sha256(self) -> str:
+        return self.config["files"]["encoder.keras"]
+
+    def models(self):
+        """The encoder and decoder, loaded once."""
+        if self._models is None:
+            from anomaly.model import load_models
+
+            try:
+                self._models = load_models(self.path / "encoder.keras", self.path / "decoder.keras")
+            except Exception as exc:  # Keras raises many types for a broken archive
+                raise BundleError(f"{self.path}: the model files cannot be loaded ({exc})") from exc
+            encoder = self._models[0]
+            shape = tuple(int(s) for s in encoder.inputs[0].shape[1:3])
+            expected = (self.params.n_mels, self.params.window_frames)
+            if shape != expected:
+                raise BundleError(
+                    f"{self.path}: the encoder takes {shape[0]}x{shape[1]} windows but config.json "
+                    f"describes {expected[0]}x{expected[1]}; the preprocessing does not match the model"
+                )
+        return self._models
+
+
+def save_bundle(
+    out_dir: str | Path, *, encoder, decoder, arrays: dict[str, np.ndarray], config: dict
+) -> Path:
+    """Write a bundle, filling in format version, library versions and checksums."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.save(out / "encoder.keras")
+    decoder.save(out / "decoder.keras")
+    np.savez(out / "arrays.npz", **arrays)
+    config = dict(config)
+    config["format_version"] = FORMAT_VERSION
+    config.setdefault("created", _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat())
+    config.setdefault("labels", list(LABELS))
+    config["libraries"] = library_versions()
+    write_config(out, config)
+    return out
+
+
+def write_config(bundle_dir: str | Path, config: dict) -> None:
+    """Write ``config.json`` with fresh checksums of the bundle's files."""
+    bundle_dir = Path(bundle_dir)
+    config = dict(config)
+    config["files"] = {name: sha256_file(bundle_dir / name) for name in BUNDLE_FILES}
+    (bundle_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+
+
+def read_config(bundle_dir: str | Path) -> dict:
+    path = Path(bundle_dir) / "config.json"
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir}: no config.json; this folder is not a model bundle")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: config.json is not valid JSON ({exc})") from None
+
+
+def verify_bundle(bundle_dir: str | Path) -> dict:
+    """Check format version, preprocessing and the sha256 of every file; return the config."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: the model bundle folder does not exist")
+    config = read_config(bundle_dir)
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{bundle_dir}: bundle format version {version!r} is not supported (this code reads version "
+            f"{FORMAT_VERSION}); retrain or update the code"
+        )
+    try:
+        FeatureParams.from_dict(config["preprocessing"])
+        Thresholds.from_dict(config["thresholds"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{bundle_dir}: config.json has invalid preprocessing or thresholds ({exc})"
+        ) from None
+    files = config.get("files") or {}
+    for name in BUNDLE_FILES:
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"{bundle_dir}: {name} is missing")
+        expected = files.get(name)
+        if not expected:
+            raise BundleError(f"{bundle_dir}: config.json lists no checksum for {name}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"{bundle_dir}: {name} does not match its checksum (sha256 {actual[:12]}..., "
+                f"expected {expected[:12]}...); the file is corrupted or was changed"
+            )
+    return config
+
+
+def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: str | None = None) -> Bundle:
+    """Verify and read a bundle (the Keras models load on first use)."""
+    bundle_dir = Path(bundle_dir)
+    config = verify_bundle(bundle_dir)
+    try:
+        with np.load(bundle_dir / "arrays.npz", allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{bundle_dir}: arrays.npz cannot be read ({exc})") from None
+    missing = {"scorer_components", "norm_mean", "norm_std", "calibration_scores"} - set(arrays)
+    if missing:
+        raise BundleError(f"{bundle_dir}: arrays.npz lacks {sorted(missing)}")
+    return Bundle(path=bundle_dir, config=config, arrays=arrays, source=source, revision=revision)
+
+
+# --- calibration files ------------------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """A scorer and thresholds refitted on a user's own normal clips, tied to one encoder."""
+
+    scorer: MahalanobisScorer
+    thresholds: Thresholds
+    normal_scores: np.ndarray
+    meta: dict
+
+    @property
+    def n_clips(self) -> int:
+        return int(self.meta.get("n_clips", len(self.normal_scores)))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.meta, thresholds=self.thresholds.to_dict())
+        with open(path, "wb") as fh:
+            np.savez(
+                fh,
+                meta=np.asarray(json.dumps(meta)),
+                normal_scores=np.asarray(self.normal_scores, dtype=np.float64),
+                **self.scorer.to_arrays(),
+            )
+        return path
+
+
+def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
+    """Read a calibration file and refuse it unless it was made with this bundle's encoder."""
+    path = Path(path)
+    name = path.name
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        scorer = MahalanobisScorer.from_arrays(arrays)
+        thresholds = Thresholds.from_dict(meta["thresholds"])
+        normal_scores = np.asarray(arrays["normal_scores"], dtype=np.float64)
+    except FileNotFoundError:
+        raise BundleError(f"{name}: calibration file not found") from None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, EOFError) as exc:
+        raise BundleError(
+            f"{name}: not a calibration file of this tool ({type(exc).__name__}: {exc})"
+        ) from None
+    if meta.get("kind") != "gearbox-sound-check calibration":
+        raise BundleError(f"{name}: not a calibration file of this tool")
+    if meta.get("format_version") != CALIBRATION_FORMAT_VERSION:
+        raise BundleError(
+            f"{name}: calibration format version {meta.get('format_version')!r} is not supported"
+        )
+    if meta.get("encoder_sha256") != bundle.encoder_sha256:
+        raise BundleError(
+            f"{name}: this calibration was made with another model (encoder "
+            f"{str(meta.get('encoder_sha256'))[:12]}...), not the one loaded ({bundle.encoder_sha256[:12]}...); "
+            "calibrate again with this model"
+        )
+    if meta.get("preprocessing") != bundle.config["preprocessing"]:
+        raise BundleError(f"{name}: this calibration was made with different preprocessing; calibrate again")
+    if scorer.components_.shape[1] != bundle.scorer.components_.shape[1]:
+        raise BundleError(f"{name}: the embedding size does not match this model")
+    return Calibration(scorer=scorer, thresholds=thresholds, normal_scores=normal_scores, meta=meta)

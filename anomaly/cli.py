@@ -1,0 +1,249 @@
+"""Command line of the gearbox sound check: ``python -m anomaly COMMAND --help`` for each command.
+
+Progress and diagnostics go to stderr through ``logging``; results go to stdout. Bad input is one line on
+stderr naming the file and the problem, and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from anomaly.errors import AudioInputError, BundleError
+
+log = logging.getLogger("anomaly")
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from anomaly import synth
+
+    if args.examples:
+        synth.generate_examples(args.out_dir, seed=args.seed)
+    else:
+        synth.write_corpus(args.out_dir, seed=args.seed, n_train=args.train, n_test=args.test)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from anomaly.training import train_bundle
+
+    config = train_bundle(
+        args.data_dir,
+        args.out,
+        seed=args.seed,
+        epochs=args.epochs,
+        n_components=args.components,
+        description=args.description,
+        synthetic=args.synthetic,
+    )
+    print(json.dumps({"bundle": str(args.out), "thresholds": config["thresholds"]}))
+    return 0
+
+
+def _load_detector(args: argparse.Namespace):
+    from anomaly.detector import Detector
+
+    return Detector.load(
+        args.bundle,
+        calibration=getattr(args, "calibration", None),
+        maintenance=getattr(args, "maintenance", None),
+        severe=getattr(args, "severe", None),
+    )
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    from anomaly.dcase import list_audio
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out.extend(list_audio(p) if p.is_dir() else [p])
+    return out
+
+
+def _predict(args: argparse.Namespace) -> int:
+    detector = _load_detector(args)
+    files = _expand(args.files)
+    failed = 0
+    results = detector.analyze_many(files, names=[str(f) for f in files])
+    for result in results:
+        if isinstance(result, AudioInputError):
+            failed += 1
+            print(f"error: {result}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(result.to_json()))
+        else:
+            print(f"{result.file}\t{result.score:.3f}\t{result.percentile:5.1f}%\t{result.label}")
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    detector = _load_detector(args)
+    files = _expand(args.normals)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            log.info("embedding normal clips: %d/%d", done, total)
+
+    calibration = detector.calibrate(files, progress=progress)
+    calibration.save(args.out)
+    t = calibration.thresholds
+    log.info(
+        "calibrated on %d clips: maintenance %.3f, severe %.3f%s",
+        calibration.n_clips,
+        t.maintenance,
+        t.severe,
+        " (rough: fewer than 10 clips)" if calibration.meta.get("rough") else "",
+    )
+    print(
+        json.dumps({"calibration": str(args.out), "n_clips": calibration.n_clips, "thresholds": t.to_dict()})
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from anomaly.dcase import parse_name
+    from anomaly.evaluation import auc_report, test_files
+
+    detector = _load_detector(args)
+    files = test_files(args.test_dir)
+    if not files:
+        raise AudioInputError(args.test_dir, "no labelled clips (names must say normal or anomaly)")
+    results = detector.analyze_many(files)
+    infos, scores = [], []
+    for f, r in zip(files, results, strict=True):
+        if isinstance(r, AudioInputError):
+            print(f"error: {r}", file=sys.stderr)
+            continue
+        infos.append(parse_name(f))
+        scores.append(r.score)
+    report = auc_report(infos, scores)
+    if args.record:
+        from anomaly.bundle import read_config, write_config
+
+        bundle_dir = Path(args.bundle) if args.bundle else detector.bundle.path
+        config = read_config(bundle_dir)
+        config["metrics"] = {"test_set": args.record, **report}
+        write_config(bundle_dir, config)
+        log.info("metrics recorded in %s/config.json", bundle_dir)
+    if not args.json:
+        for domain, entry in report.items():
+            line = f"{domain:8s} AUC {entry['auc']:.3f}  pAUC {entry['pauc']:.3f}"
+            if "n_normal" in entry:
+                line += f"  ({entry['n_normal']} normal, {entry['n_anomaly']} anomalous)"
+            print(line)
+            for kind, sub in (entry.get("faults") or {}).items():
+                print(f"  {kind:14s} AUC {sub['auc']:.3f}  pAUC {sub['pauc']:.3f}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from anomaly.hub import publish
+
+    url = publish(args.bundle_dir, args.repo_id, private=args.private, token=args.token or None)
+    print(url)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from anomaly.bench import run_benchmark
+
+    return run_benchmark(args)
+
+
+def _add_model_args(p: argparse.ArgumentParser, *, thresholds: bool = True, calibration: bool = True) -> None:
+    p.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="model bundle folder (default: ANOMALY_HUB_REPO if set, else the bundled artifacts/)",
+    )
+    if calibration:
+        p.add_argument("--calibration", metavar="FILE", help="calibration file made by `calibrate`")
+    if thresholds:
+        p.add_argument("--maintenance", type=float, help="override the NEEDS MAINTENANCE threshold")
+        p.add_argument("--severe", type=float, help="override the SEVERE ANOMALY threshold")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m anomaly", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a deterministic synthetic gearbox corpus in DCASE layout")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
+    p.add_argument(
+        "--train", type=int, default=100, help="normal source-domain training clips (0: test only)"
+    )
+    p.add_argument("--test", type=int, default=20, help="normal and anomalous test clips per domain")
+    p.add_argument("--examples", action="store_true", help="write the bundled example clips instead")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("train", help="train a bundle on normal clips (DCASE layout or a plain folder)")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="folder to write the bundle to")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--components", type=int, default=64, help="PCA size (capped by the data)")
+    p.add_argument("--description", help="what the training data is, for config.json and the model card")
+    p.add_argument("--synthetic", action="store_true", help="mark the training data as synthetic")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="score recordings; --json prints one object per line")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("calibrate", help="refit scorer and thresholds on your own machine's normal clips")
+    p.add_argument("normals", nargs="+", metavar="NORMAL_FILE_OR_DIR")
+    p.add_argument("--out", required=True, metavar="FILE", help="calibration file to write (.npz)")
+    _add_model_args(p, thresholds=False, calibration=False)
+    p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("evaluate", help="AUC and pAUC (max_fpr 0.1) per domain and fault kind")
+    p.add_argument("test_dir", metavar="TEST_DIR")
+    _add_model_args(p, thresholds=False)
+    p.add_argument("--json", action="store_true", help="last line: the report as JSON")
+    p.add_argument("--record", metavar="TEST_SET", help="store the metrics in the bundle's config.json")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("publish", help="upload a bundle with a model card to a Hugging Face model repo")
+    p.add_argument("bundle_dir", metavar="BUNDLE")
+    p.add_argument("--repo-id", required=True, metavar="ID")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", default=os.environ.get("HF_TOKEN"), help="Hub token (default: HF_TOKEN)")
+    p.set_defaults(func=_publish)
+
+    p = sub.add_parser("bench", help="speed and memory numbers on this machine")
+    p.add_argument("--json", action="store_true", help="last line: the numbers as JSON")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    _add_model_args(p, thresholds=False, calibration=False)
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except AudioInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

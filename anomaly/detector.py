@@ -1,0 +1,417 @@
+"""The detector: one object that owns the bundle and turns recordings into decisions.
+
+file -> waveform -> log-mel -> normalised windows -> embeddings -> window scores -> clip score (max over
+windows) -> label, percentile and, on request, an anomaly map. ``Analysis`` carries the outcome to
+whoever prints or draws it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomaly.bundle import CALIBRATION_FORMAT_VERSION, Bundle, Calibration, load_bundle, load_calibration
+from anomaly.dcase import parse_name
+from anomaly.errors import AudioInputError
+from anomaly.features import (
+    FeatureParams,
+    image_to_log_mel,
+    log_mel_file,
+    window_starts,
+    windows,
+)
+from anomaly.scoring import MahalanobisScorer, Thresholds, calibrate, percentile
+
+log = logging.getLogger("anomaly")
+
+# Fewer user clips than this cannot give a spread for the thresholds.
+MIN_CALIBRATION_CLIPS = 3
+# Below this many clips the thresholds are a rough guess and we say so.
+ROUGH_CALIBRATION_CLIPS = 10
+
+
+@dataclass
+class Analysis:
+    """The outcome of scoring one recording."""
+
+    file: str
+    score: float
+    label: str
+    percentile: float
+    thresholds: Thresholds
+    window_scores: np.ndarray
+    window_times_s: np.ndarray
+    model: dict
+    log_mel: np.ndarray | None = field(default=None, repr=False)
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)
+    duration_s: float = 0.0
+    elapsed_ms: float = 0.0
+
+    def to_json(self) -> dict:
+        """The CLI's and the API's plain-JSON view."""
+        return {
+            "file": self.file,
+            "score": round(float(self.score), 4),
+            "label": self.label,
+            "percentile": round(float(self.percentile), 2),
+            "thresholds": {
+                "maintenance": round(self.thresholds.maintenance, 4),
+                "severe": round(self.thresholds.severe, 4),
+            },
+            "windows": [
+                {"start_s": round(float(t), 3), "score": round(float(s), 4)}
+                for t, s in zip(self.window_times_s, self.window_scores, strict=True)
+            ],
+            "model": dict(self.model),
+        }
+
+
+class Detector:
+    """Loads a bundle once and scores recordings, images or batches with it.
+
+    Parameters
+    ----------
+    bundle : a verified ``Bundle``.
+    calibration : optional user calibration that replaces the bundle's scorer and thresholds.
+    thresholds : optional thresholds set by hand (take precedence over both).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        calibration: Calibration | None = None,
+        thresholds: Thresholds | None = None,
+    ):
+        from anomaly.model import CompiledEncoder
+
+        self.bundle = bundle
+        self.params: FeatureParams = bundle.params
+        self.calibration = calibration
+        encoder, decoder = bundle.models()
+        self._net = CompiledEncoder(encoder, decoder)
+        self._norm_mean = bundle.arrays["norm_mean"].astype(np.float32)[:, None]
+        self._norm_std = bundle.arrays["norm_std"].astype(np.float32)[:, None]
+        self._recon_mean = bundle.arrays.get("recon_error_mean")
+        self._recon_std = bundle.arrays.get("recon_error_std")
+        if calibration is not None:
+            self.scorer = calibration.scorer
+            self.normal_scores = calibration.normal_scores
+            base = calibration.thresholds
+        else:
+            self.scorer = bundle.scorer
+            self.normal_scores = bundle.arrays["calibration_scores"]
+            base = bundle.thresholds
+        self.thresholds = thresholds or base
+
+    # --- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        bundle_dir: str | Path | None = None,
+        *,
+        calibration: str | Path | None = None,
+        maintenance: float | None = None,
+        severe: float | None = None,
+    ) -> Detector:
+        """Load a bundle: ``bundle_dir`` (or env ``ANOMALY_BUNDLE``) if given, else the Hub repo named by
+        ``ANOMALY_HUB_REPO``, else the bundled ``artifacts/``."""
+        bundle_dir = bundle_dir or os.environ.get("ANOMALY_BUNDLE") or None
+        if bundle_dir is not None:
+            bundle = load_bundle(bundle_dir, source="local", revision=None)
+        else:
+            from anomaly.hub import resolve_bundle
+
+            resolved = resolve_bundle()
+            log.info("%s", resolved.message)
+            bundle = load_bundle(resolved.path, source=resolved.source, revision=resolved.revision)
+            bundle.config.setdefault("_repo_id", resolved.repo_id)
+        cal = load_calibration(calibration, bundle) if calibration else None
+        detector = cls(bundle, cal)
+        return detector.with_thresholds(maintenance, severe)
+
+    def with_thresholds(self, maintenance: float | None = None, severe: float | None = None) -> Detector:
+        """A detector that shares this one's model but uses thresholds set by hand."""
+        if maintenance is None and severe is None:
+            return self
+        clone = object.__new__(Detector)
+        clone.__dict__.update(self.__dict__)
+        clone.thresholds = self.thresholds.override(maintenance, severe)
+        return clone
+
+    def with_calibration(self, calibration: Calibration | None) -> Detector:
+        """A detector that shares this one's model but uses a user calibration."""
+        clone = object.__new__(Detector)
+        clone.__dict__.update(self.__dict__)
+        clone.calibration = calibration
+        if calibration is None:
+            clone.scorer = self.bundle.scorer
+            clone.normal_scores = self.bundle.arrays["calibration_scores"]
+            clone.thresholds = self.bundle.thresholds
+        else:
+            clone.scorer = calibration.scorer
+            clone.normal_scores = calibration.normal_scores
+            clone.thresholds = calibration.thresholds
+        return clone
+
+    def load_calibration(self, path: str | Path) -> Calibration:
+        return load_calibration(path, self.bundle)
+
+    @property
+    def model_info(self) -> dict:
+        info = {
+            "source": self.bundle.source,
+            "revision": self.bundle.revision,
+            "repo_id": self.bundle.config.get("_repo_id"),
+            "calibration": None,
+        }
+        if self.calibration is not None:
+            info["calibration"] = {
+                "n_clips": self.calibration.n_clips,
+                "created": self.calibration.meta.get("created"),
+            }
+        return info
+
+    # --- the pipeline, step by step -------------------------------------------------------------------
+
+    def log_mel_of(
+        self, source: str | Path | bytes, *, name: str | None = None, max_seconds=None
+    ) -> np.ndarray:
+        """File (or bytes) -> log-mel in dB, with every input check."""
+        return log_mel_file(source, self.params, name=name, max_seconds=max_seconds)
+
+    def model_input(self, spec_db: np.ndarray, *, name: str = "audio") -> np.ndarray:
+        """Log-mel -> normalised windows ``(n_windows, n_mels, window_frames)``."""
+        return (windows(spec_db, self.params, name=name) - self._norm_mean) / self._norm_std
+
+    def embed(self, spec_db: np.ndarray, *, name: str = "audio") -> np.ndarray:
+        """Log-mel -> one embedding per window."""
+        return self._net.embed(self.model_input(spec_db, name=name))
+
+    def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.scorer.score_samples(embeddings)
+
+    def decide(self, score: float) -> tuple[str, float]:
+        return self.thresholds.label(score), percentile(score, self.normal_scores)
+
+    # --- whole analyses -------------------------------------------------------------------------------
+
+    def analyze(
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        explain: bool = False,
+        max_seconds: float | None = None,
+    ) -> Analysis:
+        """Score one recording. ``explain`` adds the log-mel and the anomaly map for drawing."""
+        started = time.perf_counter()
+        label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
+        spec = self.log_mel_of(source, name=label, max_seconds=max_seconds)
+        return self.analyze_log_mel(spec, name=label, explain=explain, started=started)
+
+    def analyze_image(self, image: object, *, name: str = "image", explain: bool = False) -> Analysis:
+        """Score a spectrogram image (see ``anomaly.features`` for the convention)."""
+        started = time.perf_counter()
+        spec = image_to_log_mel(image, self.params, name=name)
+        return self.analyze_log_mel(spec, name=name, explain=explain, started=started)
+
+    def analyze_log_mel(
+        self, spec_db: np.ndarray, *, name: str, explain: bool = False, started: float | None = None
+    ) -> Analysis:
+        started = time.perf_counter() if started is None else started
+        x = self.model_input(spec_db, name=name)
+        anomaly_map = None
+        if explain:
+            emb, recon = self._net.embed_and_reconstruct(x)
+            anomaly_map = self._anomaly_map(x, recon, spec_db.shape[1])
+        else:
+            emb = self._net.embed(x)
+        scores = self.window_scores(emb)
+        return self._analysis(name, scores, spec_db, anomaly_map if explain else None, explain, started)
+
+    def _analysis(self, name, scores, spec_db, anomaly_map, explain, started) -> Analysis:
+        score = float(scores.max())
+        label, pct = self.decide(score)
+        starts = window_starts(spec_db.shape[1], self.params) * self.params.frame_seconds
+        return Analysis(
+            file=name,
+            score=score,
+            label=label,
+            percentile=pct,
+            thresholds=self.thresholds,
+            window_scores=scores,
+            window_times_s=starts,
+            model=self.model_info,
+            log_mel=spec_db if explain else None,
+            anomaly_map=anomaly_map,
+            duration_s=spec_db.shape[1] * self.params.frame_seconds,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _anomaly_map(self, x: np.ndarray, recon: np.ndarray, n_frames: int) -> np.ndarray:
+        """Reconstruction error per time-frequency cell, in standard deviations above normal.
+
+        Overlapping windows are averaged; cells that reconstruct no worse than on normal clips are 0.
+        """
+        err = np.square(x - recon)
+        total = np.zeros((self.params.n_mels, n_frames), np.float32)
+        count = np.zeros((1, n_frames), np.float32)
+        for i, start in enumerate(window_starts(n_frames, self.params)):
+            total[:, start : start + self.params.window_frames] += err[i]
+            count[:, start : start + self.params.window_frames] += 1
+        err = total / np.maximum(count, 1)
+        if self._recon_mean is not None and self._recon_std is not None:
+            err = (err - self._recon_mean[:, None]) / self._recon_std[:, None]
+        return np.maximum(err, 0.0).astype(np.float32)
+
+    # --- batches ------------------------------------------------------------------------------------
+
+    def embed_files(
+        self,
+        files: Sequence[str | Path],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
+    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
+        """Embeddings of many files through the batched path; bad files are reported, not raised.
+
+        Returns per-file embeddings and log-mels (None for failed files) and ``{index: error}``.
+        """
+        specs: list[np.ndarray | None] = []
+        inputs: list[np.ndarray] = []
+        errors: dict[int, AudioInputError] = {}
+        for i, f in enumerate(files):
+            try:
+                spec = self.log_mel_of(f, name=Path(f).name, max_seconds=max_seconds)
+                inputs.append(self.model_input(spec, name=Path(f).name))
+                specs.append(spec)
+            except AudioInputError as exc:
+                errors[i] = exc
+                specs.append(None)
+            if progress:
+                progress(i + 1, len(files))
+        counts = [len(x) for x in inputs]
+        flat = self._net.embed(np.concatenate(inputs)) if inputs else np.zeros((0, 1))
+        out: list[np.ndarray | None] = []
+        pos = 0
+        it = iter(counts)
+        for spec in specs:
+            if spec is None:
+                out.append(None)
+                continue
+            n = next(it)
+            out.append(flat[pos : pos + n])
+            pos += n
+        return out, specs, errors
+
+    def analyze_many(
+        self,
+        files: Sequence[str | Path],
+        *,
+        names: Sequence[str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
+    ) -> list[Analysis | AudioInputError]:
+        """Score many files in one batched pass; a bad file yields its error in its place."""
+        started = time.perf_counter()
+        embs, specs, errors = self.embed_files(files, progress=progress, max_seconds=max_seconds)
+        results: list[Analysis | AudioInputError] = []
+        for i, (emb, spec) in enumerate(zip(embs, specs, strict=True)):
+            name = names[i] if names else Path(files[i]).name
+            if emb is None:
+                err = errors[i]
+                results.append(AudioInputError(name, err.problem))
+                continue
+            results.append(self._analysis(name, self.window_scores(emb), spec, None, False, started))
+        return results
+
+    # --- adapting to a user's machine ---------------------------------------------------------------
+
+    def calibrate(
+        self,
+        files: Sequence[str | Path],
+        *,
+        domains: Iterable[str] | None = None,
+        n_components: int | None = None,
+        folds: int = 5,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Calibration:
+        """Refit scorer and thresholds on a user's normal clips with this bundle's encoder.
+
+        The thresholds come from held-out scores: each clip is scored by a scorer fitted without it
+        (k-fold), then the final scorer is fitted on all clips. Domains come from DCASE names
+        (source/target) or are all ``"user"``.
+        """
+        embs, _, errors = self.embed_files(files, progress=progress)
+        for i, err in errors.items():
+            log.warning("skipping %s: %s", Path(files[i]).name, err.problem)
+        domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
+        kept = [i for i, e in enumerate(embs) if e is not None]
+        if len(kept) < MIN_CALIBRATION_CLIPS:
+            raise AudioInputError(
+                "calibration",
+                f"{len(kept)} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
+                f"(more than {ROUGH_CALIBRATION_CLIPS} for reliable thresholds)",
+            )
+        clip_embs = [embs[i] for i in kept]
+        clip_domains = np.asarray([domain_list[i] for i in kept])
+        n_comp = n_components or self.default_components(sum(len(e) for e in clip_embs))
+        held_out = cross_fitted_scores(clip_embs, clip_domains, n_components=n_comp, folds=folds)
+        X = np.concatenate(clip_embs)
+        window_domains = np.concatenate([[d] * len(e) for d, e in zip(clip_domains, clip_embs, strict=True)])
+        scorer = MahalanobisScorer(n_components=n_comp).fit(X, window_domains)
+        thresholds = calibrate(held_out)
+        meta = {
+            "kind": "gearbox-sound-check calibration",
+            "format_version": CALIBRATION_FORMAT_VERSION,
+            "encoder_sha256": self.bundle.encoder_sha256,
+            "preprocessing": self.bundle.config["preprocessing"],
+            "n_clips": len(kept),
+            "skipped": [str(Path(files[i]).name) for i in sorted(errors)],
+            "domains": sorted(set(clip_domains.tolist())),
+            "n_components": int(scorer.components_.shape[0]),
+            "rough": len(kept) < ROUGH_CALIBRATION_CLIPS,
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        }
+        return Calibration(scorer=scorer, thresholds=thresholds, normal_scores=np.sort(held_out), meta=meta)
+
+    @staticmethod
+    def default_components(n_windows: int) -> int:
+        """PCA size that the number of reference windows can support."""
+        return int(max(2, min(64, n_windows // 4)))
+
+
+def _domain_of(path: str | Path) -> str:
+    info = parse_name(path)
+    return info.domain if info.split is not None else "user"
+
+
+def cross_fitted_scores(
+    clip_embeddings: Sequence[np.ndarray], domains: np.ndarray, *, n_components: int, folds: int = 5
+) -> np.ndarray:
+    """Clip scores (max over windows) from scorers that never saw the clip: k-fold over clips.
+
+    A domain left with no fitting clips in a fold is scored against the other domains, which is what
+    happens to a new recording whose domain was never seen.
+    """
+    n = len(clip_embeddings)
+    folds = max(2, min(folds, n))
+    order = np.arange(n)
+    scores = np.empty(n)
+    for k in range(folds):
+        test = order[k::folds]
+        fit = np.setdiff1d(order, test)
+        X = np.concatenate([clip_embeddings[i] for i in fit])
+        d = np.concatenate([[domains[i]] * len(clip_embeddings[i]) for i in fit])
+        scorer = MahalanobisScorer(n_components=min(n_components, len(X) - 1)).fit(X, d)
+        for i in test:
+            scores[i] = scorer.score_samples(clip_embeddings[i]).max()
+    return scores

@@ -1,0 +1,315 @@
+"""The one preprocessing path: file -> waveform -> log-mel -> model windows (and spectrogram images).
+
+Training, calibration, prediction and the app all call these functions, with parameters read from the
+model bundle (``FeatureParams``), so preprocessing cannot drift between them.
+
+Spectrogram image convention (the old system's second input, and what the app draws):
+8-bit grayscale PNG, one row per mel band with the LOWEST frequency in the BOTTOM row, one column per
+frame with time running to the right. A pixel value ``p`` stands for ``db_min + p / 255 * (db_max - db_min)``
+decibels, where ``db_min`` and ``db_max`` are stored in the bundle (defaults -100 and 20 dB). The image
+must have exactly ``n_mels`` rows and at least one window of columns. Min-max normalised images from other
+tools lose the absolute level and cannot be scored faithfully.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from anomaly.errors import AudioInputError
+
+# Below this RMS (about -100 dBFS) a recording carries no usable sound: dead microphone or digital silence.
+SILENCE_RMS = 1e-5
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """How audio becomes the model's input. Stored in the bundle's ``config.json``.
+
+    ``window_frames`` frames (about 2 s by default) make one model input; longer recordings are cut into
+    windows every ``window_hop_frames`` frames (about 1 s), and a last window is aligned with the end so
+    that no tail goes unscored.
+    """
+
+    sr: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    power: float = 2.0
+    window_frames: int = 64
+    window_hop_frames: int = 32
+    db_min: float = -100.0
+    db_max: float = 20.0
+
+    @property
+    def window_seconds(self) -> float:
+        return (self.window_frames - 1) * self.hop_length / self.sr
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sr
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureParams:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing parameters: {sorted(unknown)}")
+        return cls(**data)
+
+
+def load_audio(
+    source: str | Path | bytes,
+    sr: int,
+    *,
+    name: str | None = None,
+    min_seconds: float = 0.0,
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """Read any file soundfile reads, downmix to mono and resample to ``sr``.
+
+    Parameters
+    ----------
+    source : path or bytes of an audio file.
+    sr : the sample rate the model expects.
+    name : what to call the file in error messages (defaults to the path).
+    min_seconds, max_seconds : accepted duration range.
+
+    Returns
+    -------
+    float32 waveform in [-1, 1].
+
+    Raises
+    ------
+    AudioInputError
+        empty, undecodable, truncated, too short or too long, silent or non-finite input.
+
+    Examples
+    --------
+    >>> y = load_audio("examples/normal_source.wav", sr=16000)  # doctest: +SKIP
+    """
+    label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
+    if isinstance(source, bytes):
+        if not source:
+            raise AudioInputError(label, "the file is empty")
+        handle: object = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioInputError(label, "no such file")
+        if path.stat().st_size == 0:
+            raise AudioInputError(label, "the file is empty")
+        handle = str(path)
+    try:
+        info = sf.info(handle)
+        if isinstance(handle, io.BytesIO):
+            handle.seek(0)
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise AudioInputError(label, "the file holds no audio samples")
+        seconds = info.frames / info.samplerate
+        if max_seconds is not None and seconds > max_seconds:
+            raise AudioInputError(
+                label, f"the recording is {seconds:.1f} s long; at most {max_seconds:g} s can be scored"
+            )
+        data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
+    except AudioInputError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
+        raise AudioInputError(label, f"not a readable audio file ({_short(exc)})") from None
+    return prepare_waveform(data, file_sr, sr, name=label, min_seconds=min_seconds)
+
+
+def prepare_waveform(
+    data: np.ndarray, file_sr: int, sr: int, *, name: str = "audio", min_seconds: float = 0.0
+) -> np.ndarray:
+    """Validate a decoded waveform (samples x channels, or 1-D), downmix it and resample it to ``sr``."""
+    data = np.asarray(data)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2 or data.size == 0:
+        raise AudioInputError(name, "the file holds no audio samples")
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+    data = data.astype(np.float32, copy=False)
+    if not np.isfinite(data).all():
+        raise AudioInputError(name, "the audio contains NaN or infinite samples")
+    if not file_sr or file_sr < 1000:
+        raise AudioInputError(name, f"implausible sample rate {file_sr} Hz")
+    seconds = data.shape[0] / file_sr
+    if seconds < min_seconds:
+        raise AudioInputError(
+            name, f"the recording is {seconds:.2f} s long; at least {min_seconds:.1f} s is needed"
+        )
+    y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < SILENCE_RMS:
+        raise AudioInputError(name, "the recording is silent (no signal above -100 dBFS)")
+    if file_sr != sr:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+
+def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Log-mel power spectrogram in dB, shape ``(n_mels, frames)``, row 0 the lowest band.
+
+    DCASE baseline convention: ``10 * log10(mel_power + 1e-10)`` with no top_db clipping, so that the
+    absolute level, which faults change, is kept.
+    """
+    import librosa
+
+    spec = np.abs(
+        librosa.stft(y=y, n_fft=params.n_fft, hop_length=params.hop_length, center=True, dtype=np.complex64)
+    )
+    if params.power != 1.0:
+        spec = spec**params.power
+    mel = _mel_basis(params.sr, params.n_fft, params.n_mels, params.fmin, params.fmax) @ spec
+    return (10.0 * np.log10(mel + 1e-10)).astype(np.float32)
+
+
+def log_mel_file(
+    source: str | Path | bytes,
+    params: FeatureParams,
+    *,
+    name: str | None = None,
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """File (or bytes) -> log-mel in dB, with every input check: the path every caller takes."""
+    y = load_audio(source, params.sr, name=name, min_seconds=min_seconds(params), max_seconds=max_seconds)
+    return log_mel(y, params)
+
+
+def window_starts(n_frames: int, params: FeatureParams) -> np.ndarray:
+    """First frame of each model window: every ``window_hop_frames``, plus one aligned with the end."""
+    if n_frames < params.window_frames:
+        return np.zeros(0, dtype=int)
+    last = n_frames - params.window_frames
+    starts = list(range(0, last + 1, params.window_hop_frames))
+    if starts[-1] != last:
+        starts.append(last)
+    return np.asarray(starts, dtype=int)
+
+
+def windows(spec_db: np.ndarray, params: FeatureParams, *, name: str = "audio") -> np.ndarray:
+    """Cut a ``(n_mels, frames)`` log-mel into model windows ``(n_windows, n_mels, window_frames)``."""
+    if spec_db.shape[0] != params.n_mels:
+        raise AudioInputError(name, f"expected {params.n_mels} mel bands, got {spec_db.shape[0]}")
+    starts = window_starts(spec_db.shape[1], params)
+    if len(starts) == 0:
+        need = params.window_seconds
+        have = spec_db.shape[1] * params.frame_seconds
+        raise AudioInputError(name, f"the recording is {have:.2f} s long; at least {need:.1f} s is needed")
+    idx = starts[:, None] + np.arange(params.window_frames)[None, :]
+    return np.ascontiguousarray(np.transpose(spec_db[:, idx], (1, 0, 2)))
+
+
+def min_seconds(params: FeatureParams) -> float:
+    """Shortest recording that fills one model window."""
+    return math.ceil(params.window_seconds * 100) / 100
+
+
+def log_mel_to_image(spec_db: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """8-bit grayscale image of a log-mel: low frequencies at the bottom, time to the right."""
+    scaled = (spec_db - params.db_min) / (params.db_max - params.db_min) * 255.0
+    return np.flipud(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def image_to_log_mel(image: object, params: FeatureParams, *, name: str = "image") -> np.ndarray:
+    """Read a spectrogram image (path, bytes, PIL image or array) back into log-mel decibels.
+
+    Accepts 8-bit grayscale, or RGB(A) whose three colour channels are equal (a gray image saved as
+    colour). Colour-mapped pictures and images of the wrong height are refused with a message that says
+    what is expected.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if isinstance(image, (str, Path)):
+            with Image.open(image) as im:
+                im.load()
+                arr = _image_array(im)
+        elif isinstance(image, bytes):
+            with Image.open(io.BytesIO(image)) as im:
+                im.load()
+                arr = _image_array(im)
+        elif isinstance(image, Image.Image):
+            arr = _image_array(image)
+        else:
+            arr = np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise AudioInputError(name, f"not a readable image ({_short(exc)})") from None
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        if arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        elif arr.shape[2] == 3:
+            spread = np.ptp(arr.astype(np.int16), axis=2).max() if arr.size else 0
+            if spread > 2:
+                raise AudioInputError(
+                    name,
+                    "this looks like a colour-mapped picture; expected an 8-bit grayscale spectrogram "
+                    "(low frequencies at the bottom, time to the right)",
+                )
+            arr = arr[:, :, 0]
+        else:
+            raise AudioInputError(name, f"unsupported image with {arr.shape[2]} channels")
+    if arr.ndim != 2:
+        raise AudioInputError(name, "expected a 2-D grayscale spectrogram image")
+    if arr.dtype != np.uint8:
+        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 255 or not np.isfinite(arr).all()):
+            raise AudioInputError(name, "pixel values must be 8-bit (0 to 255)")
+        arr = arr.astype(np.uint8)
+    height, width = arr.shape
+    if height != params.n_mels:
+        raise AudioInputError(
+            name,
+            f"the image is {width}x{height} pixels; a spectrogram must be {params.n_mels} pixels high "
+            f"(one row per mel band) and at least {params.window_frames} wide",
+        )
+    if width < params.window_frames:
+        raise AudioInputError(
+            name, f"the image is {width} pixels wide; at least {params.window_frames} frames are needed"
+        )
+    if int(arr.max()) == int(arr.min()):
+        raise AudioInputError(name, "the image is blank (every pixel has the same value)")
+    db = params.db_min + np.flipud(arr).astype(np.float32) / 255.0 * (params.db_max - params.db_min)
+    return np.ascontiguousarray(db, dtype=np.float32)
+
+
+def _image_array(im: object) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(im, Image.Image)
+    if im.mode in ("L", "RGB", "RGBA"):
+        return np.asarray(im)
+    if im.mode in ("I;16", "I", "F"):
+        raise ValueError(f"{im.mode} images are not 8-bit; save the spectrogram as 8-bit grayscale")
+    if im.mode == "P":
+        return np.asarray(im.convert("RGB"))
+    if im.mode == "LA":
+        return np.asarray(im)[:, :, 0]
+    return np.asarray(im.convert("RGB"))

@@ -1,0 +1,173 @@
+"""Scoring and calibration: PCA, shrinkage covariance per reference domain, Mahalanobis, thresholds.
+
+``MahalanobisScorer`` reads like a scikit-learn estimator: ``fit`` learns a PCA on all normal embeddings,
+then one Gaussian (Ledoit-Wolf shrinkage covariance) per reference domain in PCA space; ``score_samples``
+returns the Mahalanobis distance to the nearest domain (DCASE's "selective Mahalanobis"). Fitted state is
+plain arrays (``to_arrays`` / ``from_arrays``), saved as ``.npz`` without pickle.
+
+``calibrate`` turns the scores of held-out normal clips into thresholds: NEEDS MAINTENANCE above the 0.9
+quantile of a gamma distribution fitted to those scores (the DCASE baseline convention), SEVERE ANOMALY
+above its 0.999 quantile (about one normal clip in a thousand). Both quantiles are stored with the
+thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+from sklearn.covariance import LedoitWolf, ShrunkCovariance
+from sklearn.decomposition import PCA
+
+LABELS = ("NORMAL", "NEEDS MAINTENANCE", "SEVERE ANOMALY")
+MAINTENANCE_QUANTILE = 0.9
+SEVERE_QUANTILE = 0.999
+
+
+class MahalanobisScorer:
+    """PCA, then one shrinkage Gaussian per domain; the score is the distance to the nearest domain.
+
+    Parameters
+    ----------
+    n_components : PCA size; capped by the number of samples and features.
+    """
+
+    def __init__(self, n_components: int = 64):
+        self.n_components = n_components
+
+    def fit(self, X: np.ndarray, domains: np.ndarray | list[str] | None = None) -> MahalanobisScorer:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or len(X) < 2:
+            raise ValueError("need at least two embeddings to fit the scorer")
+        domains = np.asarray(["source"] * len(X) if domains is None else domains)
+        n_comp = int(min(self.n_components, X.shape[1], len(X) - 1))
+        pca = PCA(n_components=n_comp, svd_solver="full").fit(X)
+        self.pca_mean_ = pca.mean_
+        self.components_ = pca.components_
+        Z = self.transform(X)
+        self.domains_ = sorted(set(domains.tolist()))
+        locations, precisions = [], []
+        for domain in self.domains_:
+            Zd = Z[domains == domain]
+            if len(Zd) >= 2:
+                cov = LedoitWolf().fit(Zd)
+            else:
+                # One sample gives no spread: borrow the pooled covariance around that sample.
+                cov = ShrunkCovariance(shrinkage=1.0).fit(Z)
+                cov.location_ = Zd.mean(axis=0)
+            locations.append(cov.location_)
+            precisions.append(cov.get_precision())
+        self.locations_ = np.stack(locations)
+        self.precisions_ = np.stack(precisions)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Project embeddings into PCA space."""
+        return (np.asarray(X, dtype=np.float64) - self.pca_mean_) @ self.components_.T
+
+    def distances(self, X: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each embedding to each domain, shape ``(n, n_domains)``."""
+        Z = self.transform(X)
+        out = np.empty((len(Z), len(self.domains_)))
+        for j in range(len(self.domains_)):
+            diff = Z - self.locations_[j]
+            out[:, j] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, self.precisions_[j], diff), 0.0))
+        return out
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Distance to the nearest reference domain: higher means more anomalous."""
+        return self.distances(X).min(axis=1)
+
+    def to_arrays(self, prefix: str = "scorer_") -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}pca_mean": self.pca_mean_,
+            f"{prefix}components": self.components_,
+            f"{prefix}locations": self.locations_,
+            f"{prefix}precisions": self.precisions_,
+            f"{prefix}domains": np.asarray(self.domains_, dtype=str),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "scorer_") -> MahalanobisScorer:
+        scorer = cls(n_components=int(arrays[f"{prefix}components"].shape[0]))
+        scorer.pca_mean_ = np.asarray(arrays[f"{prefix}pca_mean"], dtype=np.float64)
+        scorer.components_ = np.asarray(arrays[f"{prefix}components"], dtype=np.float64)
+        scorer.locations_ = np.asarray(arrays[f"{prefix}locations"], dtype=np.float64)
+        scorer.precisions_ = np.asarray(arrays[f"{prefix}precisions"], dtype=np.float64)
+        scorer.domains_ = [str(d) for d in arrays[f"{prefix}domains"]]
+        return scorer
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Score cut-offs: ``maintenance`` starts NEEDS MAINTENANCE, ``severe`` starts SEVERE ANOMALY."""
+
+    maintenance: float
+    severe: float
+    method: str = "gamma"
+    maintenance_quantile: float | None = MAINTENANCE_QUANTILE
+    severe_quantile: float | None = SEVERE_QUANTILE
+
+    def __post_init__(self):
+        if not (np.isfinite(self.maintenance) and np.isfinite(self.severe)):
+            raise ValueError("thresholds must be finite numbers")
+        if not 0 <= self.maintenance < self.severe:
+            raise ValueError(
+                f"thresholds must satisfy 0 <= maintenance < severe (got {self.maintenance:g}, {self.severe:g})"
+            )
+
+    def label(self, score: float) -> str:
+        if score >= self.severe:
+            return LABELS[2]
+        if score >= self.maintenance:
+            return LABELS[1]
+        return LABELS[0]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Thresholds:
+        return cls(**data)
+
+    def override(self, maintenance: float | None = None, severe: float | None = None) -> Thresholds:
+        """Thresholds set by hand; the ones not given stay as they are."""
+        if maintenance is None and severe is None:
+            return self
+        return Thresholds(
+            maintenance=self.maintenance if maintenance is None else float(maintenance),
+            severe=self.severe if severe is None else float(severe),
+            method="manual",
+            maintenance_quantile=None,
+            severe_quantile=None,
+        )
+
+
+def calibrate(
+    normal_scores: np.ndarray,
+    maintenance_quantile: float = MAINTENANCE_QUANTILE,
+    severe_quantile: float = SEVERE_QUANTILE,
+) -> Thresholds:
+    """Thresholds from scores of held-out normal clips via a gamma fit (location fixed at 0).
+
+    Fixing the location keeps the fit stable with the handful of clips a user may give.
+    """
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < 2:
+        raise ValueError("need scores of at least two held-out normal clips to calibrate thresholds")
+    if np.ptp(scores) <= 1e-9 * max(1.0, abs(scores.mean())):
+        scores = scores + np.linspace(-1e-6, 1e-6, len(scores)) * max(1.0, abs(scores.mean()))
+    shape, loc, scale = stats.gamma.fit(np.maximum(scores, 1e-9), floc=0.0)
+    maintenance = float(stats.gamma.ppf(maintenance_quantile, shape, loc=loc, scale=scale))
+    severe = float(stats.gamma.ppf(severe_quantile, shape, loc=loc, scale=scale))
+    return Thresholds(maintenance, severe, "gamma", maintenance_quantile, severe_quantile)
+
+
+def percentile(score: float, normal_scores: np.ndarray) -> float:
+    """Share (in %) of held-out normal clips that scored lower than ``score``."""
+    normal_scores = np.asarray(normal_scores)
+    if len(normal_scores) == 0:
+        return float("nan")
+    return float(100.0 * np.mean(normal_scores < score))

@@ -1,0 +1,129 @@
+"""The artifact bundle: round trip, checksums, format version, preprocessing and calibration checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from anomaly.bundle import (
+    BUNDLE_FILES,
+    FORMAT_VERSION,
+    load_bundle,
+    load_calibration,
+    read_config,
+    verify_bundle,
+    write_config,
+)
+from anomaly.detector import Detector
+from anomaly.errors import BundleError
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def test_config_is_complete(tiny_bundle):
+    config = verify_bundle(tiny_bundle)
+    assert config["format_version"] == FORMAT_VERSION
+    assert set(config["files"]) == set(BUNDLE_FILES)
+    assert config["labels"] == ["NORMAL", "NEEDS MAINTENANCE", "SEVERE ANOMALY"]
+    assert config["preprocessing"]["n_fft"] == 1024 and config["preprocessing"]["hop_length"] == 512
+    assert config["preprocessing"]["n_mels"] == 128
+    for key in ("keras", "numpy", "scikit-learn", "python"):
+        assert key in config["libraries"]
+    assert config["training"]["synthetic"] is True
+    assert config["training"]["n_holdout"] >= 2
+    t = config["thresholds"]
+    assert 0 < t["maintenance"] < t["severe"] and t["method"] == "gamma"
+
+
+def test_thresholds_come_from_held_out_scores(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    held = bundle.arrays["calibration_scores"]
+    assert len(held) == bundle.config["training"]["n_holdout"]
+    # The 0.9 gamma quantile sits inside the range of the held-out normal scores, not at a constant.
+    assert held.min() < bundle.thresholds.maintenance < held.max() * 1.5
+
+
+def test_round_trip_scores_identically(tiny_bundle, bundle_copy, tiny_corpus):
+    clip = sorted((tiny_corpus / "test").glob("*anomaly*"))[0]
+    a = Detector.load(tiny_bundle).analyze(clip)
+    b = Detector.load(bundle_copy).analyze(clip)
+    assert a.score == pytest.approx(b.score, rel=1e-6)
+    np.testing.assert_allclose(a.window_scores, b.window_scores, rtol=1e-6)
+
+
+def test_encoder_is_small_and_named(tiny_bundle):
+    assert (tiny_bundle / "encoder.keras").stat().st_size < 3_000_000
+    encoder, decoder = load_bundle(tiny_bundle).models()
+    assert encoder.name == "encoder" and decoder.name == "decoder"
+
+
+@pytest.mark.parametrize("name", BUNDLE_FILES)
+def test_tampered_file_is_refused(bundle_copy, name):
+    path = bundle_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"{name} does not match its checksum"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_file_is_refused(bundle_copy):
+    (bundle_copy / "encoder.keras").unlink()
+    with pytest.raises(BundleError, match="encoder.keras is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_folder_and_config_are_refused(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+    with pytest.raises(BundleError, match="no config.json"):
+        load_bundle(tmp_path)
+
+
+def test_wrong_format_version_is_refused(bundle_copy):
+    config = read_config(bundle_copy)
+    config["format_version"] = FORMAT_VERSION + 1
+    (bundle_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="format version"):
+        load_bundle(bundle_copy)
+
+
+def test_preprocessing_that_does_not_fit_the_model_is_refused(bundle_copy):
+    config = read_config(bundle_copy)
+    config["preprocessing"]["n_mels"] = 64
+    write_config(bundle_copy, config)  # checksums are fine: only the meaning changed
+    with pytest.raises(BundleError, match="preprocessing does not match the model"):
+        Detector.load(bundle_copy)
+
+
+def test_calibration_from_another_model_is_refused(tiny_bundle, tiny_corpus, tmp_path):
+    detector = Detector.load(tiny_bundle)
+    normals = sorted((tiny_corpus / "train").glob("*source*"))[:5]
+    path = detector.calibrate(normals).save(tmp_path / "cal.npz")
+    assert load_calibration(path, detector.bundle).n_clips == 5
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    config = read_config(other)
+    config["files"]["encoder.keras"] = "0" * 64  # pretend another encoder
+    (other / "config.json").write_text(json.dumps(config))
+    from anomaly.bundle import Bundle
+
+    impostor = Bundle(path=other, config=config, arrays=detector.bundle.arrays)
+    with pytest.raises(BundleError, match="made with another model"):
+        load_calibration(path, impostor)
+
+
+def test_garbage_calibration_file_is_refused(tiny_bundle, tmp_path):
+    path = tmp_path / "cal.npz"
+    path.write_bytes(b"not an npz")
+    with pytest.raises(BundleError, match="not a calibration file"):
+        load_calibration(path, load_bundle(tiny_bundle))

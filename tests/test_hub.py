@@ -1,0 +1,351 @@
+"""Hub resolution, fallbacks, model card and publishing, against a local fake Hub (tests/hub_server.py).
+
+Nothing here is mocked: ``huggingface_hub`` talks HTTP to a real local server, writes a real cache, and
+``verify_bundle`` checks real checksums. The bundle files are placeholder bytes, since resolution never
+loads the Keras models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hub_server import FakeHub
+
+from anomaly.bundle import BUNDLE_FILES, verify_bundle, write_config
+from anomaly.errors import BundleError
+from anomaly.features import FeatureParams
+from anomaly.hub import ResolvedBundle, publish, render_model_card, resolve_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = "acme/gearbox-check"
+SHA = "1a2b3c4d" * 5  # the fixed commit the fake Hub serves REPO at
+THRESHOLDS = {
+    "maintenance": 5.0,
+    "severe": 9.0,
+    "method": "gamma",
+    "maintenance_quantile": 0.9,
+    "severe_quantile": 0.999,
+}
+METRICS = {
+    "test_set": "synthetic test split, seed 3",
+    "source": {
+        "auc": 0.9312,
+        "pauc": 0.8125,
+        "n_normal": 20,
+        "n_anomaly": 40,
+        "faults": {"broken_tooth": {"auc": 0.9876, "pauc": 0.95}, "wear": {"auc": 0.71, "pauc": 0.55}},
+    },
+    "target": {"auc": 0.8421, "pauc": 0.7, "n_normal": 20, "n_anomaly": 40},
+    "mean": {"auc": 0.8866, "pauc": 0.7562},
+}
+
+
+def make_bundle(folder: Path, *, seed: int = 0, **extra) -> Path:
+    """A bundle that passes ``verify_bundle``: placeholder model bytes and a real config with checksums."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(BUNDLE_FILES):
+        (folder / name).write_bytes(bytes((seed * 31 + i * 7 + k) % 256 for k in range(3000)))
+    config = {
+        "format_version": 1,
+        "preprocessing": FeatureParams().to_dict(),
+        "thresholds": dict(THRESHOLDS),
+        "training": {"data": "synthetic gearbox corpus, seed 0", "synthetic": True, "n_clips": 33},
+        **extra,
+    }
+    write_config(folder, config)
+    verify_bundle(folder)
+    return folder
+
+
+def closed_port_url() -> str:
+    """An endpoint nobody listens on: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "bundle", metrics=METRICS)
+
+
+@pytest.fixture
+def bundled(tmp_path: Path) -> Path:
+    """The fallback folder shipped with the code (resolution only returns its path)."""
+    return make_bundle(tmp_path / "artifacts", seed=1)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private HF cache. huggingface_hub reads HF_HOME at import, so it is also passed explicitly."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "hf" / "hub"
+
+
+@pytest.fixture
+def hub(bundle: Path):
+    with FakeHub() as server:
+        server.add_repo(REPO, bundle, sha=SHA, tags=("v1",))
+        yield server
+
+
+def resolve(hub_url: str, cache: Path, bundled: Path, revision: str | None = "v1", **kw) -> ResolvedBundle:
+    return resolve_bundle(REPO, revision, endpoint=hub_url, cache_dir=cache, bundled=bundled, **kw)
+
+
+# --- downloads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("revision", ["v1", "main", SHA])
+def test_downloads_pinned_revision_into_cache(hub, cache, bundled, bundle, revision):
+    resolved = resolve(hub.url, cache, bundled, revision)
+
+    assert resolved.source == "hub"
+    assert resolved.revision == SHA
+    assert resolved.repo_id == REPO
+    assert resolved.path.is_relative_to(cache)
+    assert resolved.path.name == SHA
+    for name in ("config.json", *BUNDLE_FILES):
+        assert (resolved.path / name).read_bytes() == (bundle / name).read_bytes()
+    assert f"{REPO} @ 1a2b3c4" in resolved.message and "verified" in resolved.message
+
+
+def test_second_start_uses_cache_when_hub_is_down(hub, cache, bundled):
+    first = resolve(hub.url, cache, bundled)
+    url = hub.url
+    hub.stop()
+
+    started = time.monotonic()
+    second = resolve(url, cache, bundled)
+    elapsed = time.monotonic() - started
+
+    assert second.source == "hub-cache"
+    assert second.path == first.path
+    assert second.revision == SHA
+    assert "unreachable" in second.message and "cached copy" in second.message
+    assert elapsed < 3.0
+
+
+def test_unset_repo_means_bundled_and_no_request(hub, cache, bundled, monkeypatch):
+    monkeypatch.delenv("ANOMALY_HUB_REPO", raising=False)
+    monkeypatch.setenv("ANOMALY_HUB_REVISION", "v1")
+
+    resolved = resolve_bundle(endpoint=hub.url, cache_dir=cache, bundled=bundled)
+
+    assert resolved == ResolvedBundle(bundled, "bundled", None, None, resolved.message)
+    assert "ANOMALY_HUB_REPO" in resolved.message
+    assert hub.requests == 0
+    assert not cache.exists()
+
+
+def test_env_vars_in_a_fresh_process(hub, tmp_path, bundled):
+    """The realistic path: HF_ENDPOINT and HF_HOME are read by huggingface_hub at import."""
+    code = (
+        "import json; from pathlib import Path; from anomaly.hub import resolve_bundle; "
+        f"r = resolve_bundle(bundled=Path({str(bundled)!r})); "
+        "print(json.dumps({'path': str(r.path), 'source': r.source, 'revision': r.revision}))"
+    )
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-env"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "ANOMALY_HUB_REPO": REPO,
+        "ANOMALY_HUB_REVISION": "v1",
+    }
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("HF_HUB_OFFLINE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert result["source"] == "hub"
+    assert result["revision"] == SHA
+    assert Path(result["path"]).is_relative_to(tmp_path / "hf-env" / "hub")
+    assert any(path.startswith("/api/models/acme/gearbox-check/revision/v1") for _, path in hub.log)
+
+
+# --- fallbacks ------------------------------------------------------------------------------------
+
+
+def test_closed_port_falls_back_to_bundled_fast(cache, bundled, caplog):
+    caplog.set_level(logging.WARNING, logger="anomaly")
+    started = time.monotonic()
+    resolved = resolve(closed_port_url(), cache, bundled)
+    elapsed = time.monotonic() - started
+
+    assert resolved.source == "bundled"
+    assert resolved.path == bundled
+    assert resolved.revision is None
+    assert f"Hub {REPO} unreachable" in resolved.message
+    assert "bundled model" in resolved.message
+    assert elapsed < 3.0
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_silent_hub_falls_back_within_timeout(hub, cache, bundled):
+    hub.hang = True
+    started = time.monotonic()
+    resolved = resolve(hub.url, cache, bundled, timeout_s=1.0)
+    elapsed = time.monotonic() - started
+
+    assert resolved.source == "bundled"
+    assert "no answer within 1 s" in resolved.message
+    assert elapsed < 1.0 + 1.5
+    assert hub.requests >= 1
+
+
+def test_silent_hub_with_cached_copy_uses_it(hub, cache, bundled):
+    resolve(hub.url, cache, bundled)
+    hub.hang = True
+
+    resolved = resolve(hub.url, cache, bundled, timeout_s=1.0)
+
+    assert resolved.source == "hub-cache"
+    assert resolved.revision == SHA
+
+
+def test_corrupted_download_is_refused_then_recovered(hub, cache, bundled, caplog):
+    caplog.set_level(logging.WARNING, logger="anomaly")
+    hub.corrupt(REPO, "encoder.keras")
+
+    refused = resolve(hub.url, cache, bundled)
+
+    assert refused.source == "bundled"
+    assert refused.path == bundled
+    assert "failed verification" in refused.message
+    assert "encoder.keras does not match its checksum" in refused.message
+    assert any("encoder.keras" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+    # The damaged copy must not be reused from the cache, neither offline nor once the Hub serves it right.
+    url = hub.url
+    hub.corrupt(REPO, "encoder.keras", on=False)
+    assert resolve(hub.url, cache, bundled).source == "hub"
+    hub.stop()
+    assert resolve(url, cache, bundled).source == "hub-cache"
+
+
+def test_corrupted_cache_is_not_used(hub, cache, bundled):
+    first = resolve(hub.url, cache, bundled)
+    (first.path / "arrays.npz").resolve().write_bytes(b"tampered")
+    url = hub.url
+    hub.stop()
+
+    resolved = resolve(url, cache, bundled)
+
+    assert resolved.source == "bundled"
+    assert "cached copy failed verification" in resolved.message
+    assert "arrays.npz" in resolved.message
+
+
+@pytest.mark.parametrize(
+    ("repo", "revision"), [("acme/no-such-model", "main"), (REPO, "v9")], ids=["repo", "revision"]
+)
+def test_missing_repo_or_revision_falls_back_to_bundled(hub, cache, bundled, repo, revision):
+    resolved = resolve_bundle(repo, revision, endpoint=hub.url, cache_dir=cache, bundled=bundled)
+
+    assert resolved.source == "bundled"
+    assert "is not available" in resolved.message
+    assert repo in resolved.message
+
+
+# --- model card -----------------------------------------------------------------------------------
+
+
+def test_model_card_content_and_metadata(bundle):
+    config = verify_bundle(bundle)
+    card = render_model_card(config, REPO)
+    text = str(card)
+
+    assert card.data.license == "apache-2.0"
+    assert card.data.library_name == "keras"
+    assert card.data.pipeline_tag == "audio-classification"
+    assert set(card.data.tags) == {
+        "audio",
+        "anomaly-detection",
+        "machine-condition-monitoring",
+        "dcase",
+        "gearbox",
+    }
+    assert text.startswith("---\n")
+    assert "| source | 0.931 | 0.812 | 20 | 40 |" in text
+    assert "| target | 0.842 | 0.700 | 20 | 40 |" in text
+    assert "| source | broken_tooth | 0.988 | 0.950 |" in text
+    assert "| NEEDS MAINTENANCE | 5.000 |" in text and "0.9 quantile" in text
+    assert "| SEVERE ANOMALY | 9.000 |" in text and "0.999 quantile" in text
+    assert "trained on synthetic data" in text and "synthetic gearbox corpus" in text
+    assert "not a safety system" in text.lower()
+    assert f"ANOMALY_HUB_REPO={REPO}" in text and "python -m anomaly predict" in text
+    assert "| n_mels | 128 |" in text
+    for name in BUNDLE_FILES:
+        assert f"`{config['files'][name]}`" in text
+
+
+def test_model_card_without_metrics_or_synthetic_data(bundle):
+    config = verify_bundle(bundle)
+    config.pop("metrics")
+    config["training"] = {"data": "real recordings, line 4", "synthetic": False}
+
+    text = str(render_model_card(config, REPO))
+
+    assert "Not evaluated" in text
+    assert "trained on synthetic data" not in text
+    assert "real recordings, line 4" in text
+
+
+# --- publishing -----------------------------------------------------------------------------------
+
+
+def test_publish_then_download_round_trip(cache, bundled, bundle):
+    with FakeHub() as hub:
+        url = publish(bundle, "me/gearbox", endpoint=hub.url, token="hf_test", tag="v1")
+        sha = url.rsplit("/", 1)[-1]
+
+        stored = hub.files("me/gearbox", "v1")
+        assert url == f"{hub.url}/me/gearbox/commit/{sha}"
+        assert {"config.json", "README.md", *BUNDLE_FILES} <= set(stored)
+        assert "| source | 0.931 | 0.812 | 20 | 40 |" in stored["README.md"].decode()
+        assert hub.repos["me/gearbox"].commits[sha].message == "Upload gearbox sound check bundle"
+        assert "Bearer hf_test" in hub.authorization
+        # One commit on top of the repo's initial one: the files and the card arrive together.
+        assert hub.repos["me/gearbox"].commits[sha].parent is not None
+        assert sum(1 for method, path in hub.log if "/commit/" in path and method == "POST") == 1
+
+        resolved = resolve_bundle("me/gearbox", "v1", endpoint=hub.url, cache_dir=cache, bundled=bundled)
+
+    assert resolved.source == "hub"
+    assert resolved.revision == sha
+    for name in ("config.json", *BUNDLE_FILES):
+        assert (resolved.path / name).read_bytes() == (bundle / name).read_bytes()
+
+
+def test_publish_to_a_branch(bundle):
+    with FakeHub() as hub:
+        url = publish(bundle, "me/gearbox", endpoint=hub.url, revision="staging", commit_message="try")
+        sha = url.rsplit("/", 1)[-1]
+        repo = hub.repos["me/gearbox"]
+
+        assert repo.branches["staging"] == sha
+        assert "config.json" not in hub.files("me/gearbox", "main")
+        assert repo.commits[sha].message == "try"
+
+
+def test_publish_refuses_an_unverified_bundle(bundle):
+    (bundle / "decoder.keras").write_bytes(b"not the decoder that was checksummed")
+    with FakeHub() as hub:
+        with pytest.raises(BundleError, match="decoder.keras"):
+            publish(bundle, "me/gearbox", endpoint=hub.url)
+        assert hub.requests == 0
