@@ -183,7 +183,8 @@ def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: st
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise BundleError(f"{bundle_dir}: arrays.npz cannot be read ({exc})") from None
-    missing = {"scorer_components", "norm_mean", "norm_std", "calibration_scores"} - set(arrays)
+    missing = {"scorer_components", "norm_mean", "norm_std", "embed_mean", "embed_std", "calibration_scores"}
+    missing -= set(arrays)
     if missing:
         raise BundleError(f"{bundle_dir}: arrays.npz lacks {sorted(missing)}")
     return Bundle(path=bundle_dir, config=config, arrays=arrays, source=source, revision=revision)
@@ -247,6 +248,11 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
             f"{name}: this calibration was made with another model (encoder "
             f"{str(meta.get('encoder_sha256'))[:12]}...), not the one loaded ({bundle.encoder_sha256[:12]}...); "
             "calibrate again with this model"
+        )
+    if meta.get("recipe") != list(bundle.config["embedding"]["recipe"]):
+        raise BundleError(
+            f"{name}: this calibration uses the embedding recipe {meta.get('recipe')}, the model uses "
+            f"{bundle.config['embedding']['recipe']}; calibrate again"
         )
     if meta.get("preprocessing") != bundle.config["preprocessing"]:
         raise BundleError(f"{name}: this calibration was made with different preprocessing; calibrate again")

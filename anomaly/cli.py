@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from anomaly.embedding import BLOCKS, DEFAULT_RECIPE
 from anomaly.errors import AudioInputError, BundleError
 
 log = logging.getLogger("anomaly")
@@ -25,7 +26,16 @@ def _synth(args: argparse.Namespace) -> int:
     from anomaly import synth
 
     if args.examples:
+        from PIL import Image
+
+        from anomaly.features import FeatureParams, log_mel_file, log_mel_to_image
+
         synth.generate_examples(args.out_dir, seed=args.seed)
+        # The image input's example: the same clips as 8-bit spectrograms (see anomaly.features).
+        params = FeatureParams()
+        for stem in ("normal_source", "fault_tooth"):
+            image = log_mel_to_image(log_mel_file(Path(args.out_dir) / f"{stem}.wav", params), params)
+            Image.fromarray(image, mode="L").save(Path(args.out_dir) / f"spectrogram_{stem}.png", optimize=True)
     else:
         synth.write_corpus(args.out_dir, seed=args.seed, n_train=args.train, n_test=args.test)
     return 0
@@ -40,6 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         epochs=args.epochs,
         n_components=args.components,
+        recipe=tuple(b.strip() for b in args.recipe.split(",") if b.strip()),
         description=args.description,
         synthetic=args.synthetic,
     )
@@ -194,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="BUNDLE", help="folder to write the bundle to")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--components", type=int, default=64, help="PCA size (capped by the data)")
+    p.add_argument("--components", type=int, default=32, help="PCA size (capped by the data)")
+    p.add_argument(
+        "--recipe",
+        default=",".join(DEFAULT_RECIPE),
+        help=f"comma-separated embedding blocks from {', '.join(BLOCKS)} (default: %(default)s)",
+    )
     p.add_argument("--description", help="what the training data is, for config.json and the model card")
     p.add_argument("--synthetic", action="store_true", help="mark the training data as synthetic")
     p.set_defaults(func=_train)

@@ -19,6 +19,7 @@ import numpy as np
 
 from anomaly.bundle import CALIBRATION_FORMAT_VERSION, Bundle, Calibration, load_bundle, load_calibration
 from anomaly.dcase import parse_name
+from anomaly.embedding import check_recipe, raw_features, standardize, uses_encoder
 from anomaly.errors import AudioInputError
 from anomaly.features import (
     FeatureParams,
@@ -96,6 +97,7 @@ class Detector:
         self.calibration = calibration
         encoder, decoder = bundle.models()
         self._net = CompiledEncoder(encoder, decoder)
+        self.recipe = check_recipe(bundle.config["embedding"]["recipe"])
         self._norm_mean = bundle.arrays["norm_mean"].astype(np.float32)[:, None]
         self._norm_std = bundle.arrays["norm_std"].astype(np.float32)[:, None]
         self._recon_mean = bundle.arrays.get("recon_error_mean")
@@ -187,13 +189,25 @@ class Detector:
         """File (or bytes) -> log-mel in dB, with every input check."""
         return log_mel_file(source, self.params, name=name, max_seconds=max_seconds)
 
-    def model_input(self, spec_db: np.ndarray, *, name: str = "audio") -> np.ndarray:
-        """Log-mel -> normalised windows ``(n_windows, n_mels, window_frames)``."""
-        return (windows(spec_db, self.params, name=name) - self._norm_mean) / self._norm_std
+    def model_input(self, windows_db: np.ndarray) -> np.ndarray:
+        """Log-mel windows in dB -> the encoder's normalised input."""
+        return (windows_db - self._norm_mean) / self._norm_std
+
+    def embed_windows(self, windows_db: np.ndarray, *, reconstruct: bool = False):
+        """Windows ``(n, n_mels, frames)`` in dB -> standardised embeddings ``(n, dim)`` (and, with
+        ``reconstruct``, the normalised input and its reconstruction for the anomaly map)."""
+        x = self.model_input(windows_db)
+        recon = None
+        if reconstruct:
+            enc, recon = self._net.embed_and_reconstruct(x)
+        else:
+            enc = self._net.embed(x) if uses_encoder(self.recipe) else None
+        emb = standardize(raw_features(self.recipe, windows_db, enc), self.bundle.arrays)
+        return (emb, x, recon) if reconstruct else emb
 
     def embed(self, spec_db: np.ndarray, *, name: str = "audio") -> np.ndarray:
-        """Log-mel -> one embedding per window."""
-        return self._net.embed(self.model_input(spec_db, name=name))
+        """Log-mel -> one standardised embedding per window."""
+        return self.embed_windows(windows(spec_db, self.params, name=name))
 
     def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
         return self.scorer.score_samples(embeddings)
@@ -227,13 +241,13 @@ class Detector:
         self, spec_db: np.ndarray, *, name: str, explain: bool = False, started: float | None = None
     ) -> Analysis:
         started = time.perf_counter() if started is None else started
-        x = self.model_input(spec_db, name=name)
+        w = windows(spec_db, self.params, name=name)
         anomaly_map = None
         if explain:
-            emb, recon = self._net.embed_and_reconstruct(x)
+            emb, x, recon = self.embed_windows(w, reconstruct=True)
             anomaly_map = self._anomaly_map(x, recon, spec_db.shape[1])
         else:
-            emb = self._net.embed(x)
+            emb = self.embed_windows(w)
         scores = self.window_scores(emb)
         return self._analysis(name, scores, spec_db, anomaly_map if explain else None, explain, started)
 
@@ -291,7 +305,7 @@ class Detector:
         for i, f in enumerate(files):
             try:
                 spec = self.log_mel_of(f, name=Path(f).name, max_seconds=max_seconds)
-                inputs.append(self.model_input(spec, name=Path(f).name))
+                inputs.append(windows(spec, self.params, name=Path(f).name))
                 specs.append(spec)
             except AudioInputError as exc:
                 errors[i] = exc
@@ -299,7 +313,7 @@ class Detector:
             if progress:
                 progress(i + 1, len(files))
         counts = [len(x) for x in inputs]
-        flat = self._net.embed(np.concatenate(inputs)) if inputs else np.zeros((0, 1))
+        flat = self.embed_windows(np.concatenate(inputs)) if inputs else np.zeros((0, 1))
         out: list[np.ndarray | None] = []
         pos = 0
         it = iter(counts)
@@ -343,6 +357,7 @@ class Detector:
         n_components: int | None = None,
         folds: int = 5,
         progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
     ) -> Calibration:
         """Refit scorer and thresholds on a user's normal clips with this bundle's encoder.
 
@@ -350,7 +365,7 @@ class Detector:
         (k-fold), then the final scorer is fitted on all clips. Domains come from DCASE names
         (source/target) or are all ``"user"``.
         """
-        embs, _, errors = self.embed_files(files, progress=progress)
+        embs, _, errors = self.embed_files(files, progress=progress, max_seconds=max_seconds)
         for i, err in errors.items():
             log.warning("skipping %s: %s", Path(files[i]).name, err.problem)
         domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
@@ -378,6 +393,7 @@ class Detector:
             "skipped": [str(Path(files[i]).name) for i in sorted(errors)],
             "domains": sorted(set(clip_domains.tolist())),
             "n_components": int(scorer.components_.shape[0]),
+            "recipe": list(self.recipe),
             "rough": len(kept) < ROUGH_CALIBRATION_CLIPS,
             "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         }
@@ -386,7 +402,7 @@ class Detector:
     @staticmethod
     def default_components(n_windows: int) -> int:
         """PCA size that the number of reference windows can support."""
-        return int(max(2, min(64, n_windows // 4)))
+        return int(max(2, min(32, n_windows // 4)))
 
 
 def _domain_of(path: str | Path) -> str:

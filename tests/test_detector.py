@@ -40,8 +40,8 @@ def test_a_50ms_click_moves_the_score(tiny_detector, tiny_corpus, tmp_path):
     sf.write(tmp_path / "clean.wav", y, sr, subtype="PCM_16")
     clean = tiny_detector.analyze(tmp_path / "clean.wav")
     clicked = tiny_detector.analyze(tmp_path / "click.wav")
-    spread = np.std(tiny_detector.normal_scores)
-    assert clicked.score > clean.score + 2 * spread
+    # One click lifts the clip above every held-out normal clip of the model.
+    assert clicked.score > max(clean.score, tiny_detector.normal_scores.max())
     # The loudest window is one that contains the click.
     hot = clicked.window_times_s[np.argmax(clicked.window_scores)]
     assert hot <= 6.3 <= hot + tiny_detector.params.window_seconds
