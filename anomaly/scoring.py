@@ -36,7 +36,19 @@ class MahalanobisScorer:
     def __init__(self, n_components: int = 64):
         self.n_components = n_components
 
-    def fit(self, X: np.ndarray, domains: np.ndarray | list[str] | None = None) -> MahalanobisScorer:
+    def fit(
+        self,
+        X: np.ndarray,
+        domains: np.ndarray | list[str] | None = None,
+        groups: np.ndarray | list[int] | None = None,
+    ) -> MahalanobisScorer:
+        """Fit PCA on all rows, then one Gaussian per domain.
+
+        ``groups`` names the clip each row (window) comes from. When given, each domain's distances are
+        divided by the median distance of its own normal windows scored by Gaussians fitted without their
+        clip (k-fold over clips), so that a domain known from a handful of clips and one known from
+        hundreds speak the same unit: 1.0 is a typical normal window, whatever its domain.
+        """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or len(X) < 2:
             raise ValueError("need at least two embeddings to fit the scorer")
@@ -47,19 +59,19 @@ class MahalanobisScorer:
         self.components_ = pca.components_
         Z = self.transform(X)
         self.domains_ = sorted(set(domains.tolist()))
-        locations, precisions = [], []
+        locations, precisions, scales = [], [], []
         for domain in self.domains_:
             Zd = Z[domains == domain]
-            if len(Zd) >= 2:
-                cov = LedoitWolf().fit(Zd)
-            else:
-                # One sample gives no spread: borrow the pooled covariance around that sample.
-                cov = ShrunkCovariance(shrinkage=1.0).fit(Z)
-                cov.location_ = Zd.mean(axis=0)
-            locations.append(cov.location_)
-            precisions.append(cov.get_precision())
+            location, precision = _gaussian(Zd, Z)
+            locations.append(location)
+            precisions.append(precision)
+            scale = 1.0
+            if groups is not None:
+                scale = _held_out_median(Zd, np.asarray(groups)[domains == domain], Z)
+            scales.append(scale)
         self.locations_ = np.stack(locations)
         self.precisions_ = np.stack(precisions)
+        self.scales_ = np.asarray(scales, dtype=np.float64)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -67,12 +79,14 @@ class MahalanobisScorer:
         return (np.asarray(X, dtype=np.float64) - self.pca_mean_) @ self.components_.T
 
     def distances(self, X: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance of each embedding to each domain, shape ``(n, n_domains)``."""
+        """Mahalanobis distance of each embedding to each domain (divided by the domain's scale),
+        shape ``(n, n_domains)``."""
         Z = self.transform(X)
         out = np.empty((len(Z), len(self.domains_)))
         for j in range(len(self.domains_)):
             diff = Z - self.locations_[j]
-            out[:, j] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, self.precisions_[j], diff), 0.0))
+            d2 = np.einsum("ij,jk,ik->i", diff, self.precisions_[j], diff)
+            out[:, j] = np.sqrt(np.maximum(d2, 0.0)) / self.scales_[j]
         return out
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
@@ -86,6 +100,7 @@ class MahalanobisScorer:
             f"{prefix}locations": self.locations_,
             f"{prefix}precisions": self.precisions_,
             f"{prefix}domains": np.asarray(self.domains_, dtype=str),
+            f"{prefix}scales": self.scales_,
         }
 
     @classmethod
@@ -96,7 +111,35 @@ class MahalanobisScorer:
         scorer.locations_ = np.asarray(arrays[f"{prefix}locations"], dtype=np.float64)
         scorer.precisions_ = np.asarray(arrays[f"{prefix}precisions"], dtype=np.float64)
         scorer.domains_ = [str(d) for d in arrays[f"{prefix}domains"]]
+        scales = arrays.get(f"{prefix}scales")
+        scorer.scales_ = np.ones(len(scorer.domains_)) if scales is None else np.asarray(scales, np.float64)
         return scorer
+
+
+def _gaussian(Zd: np.ndarray, Z_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Location and precision of one domain's Ledoit-Wolf Gaussian."""
+    if len(Zd) >= 2:
+        cov = LedoitWolf().fit(Zd)
+        return cov.location_, cov.get_precision()
+    # One sample gives no spread: borrow the pooled covariance around that sample.
+    cov = ShrunkCovariance(shrinkage=1.0).fit(Z_all)
+    return Zd.mean(axis=0), cov.get_precision()
+
+
+def _held_out_median(Zd: np.ndarray, groups: np.ndarray, Z_all: np.ndarray, folds: int = 5) -> float:
+    """Median distance of a domain's windows to Gaussians fitted without their clip (k-fold over clips)."""
+    clips = np.unique(groups)
+    if len(clips) < 2:
+        return 1.0
+    folds = min(folds, len(clips))
+    distances = []
+    for k in range(folds):
+        held = np.isin(groups, clips[k::folds])
+        location, precision = _gaussian(Zd[~held], Z_all)
+        diff = Zd[held] - location
+        distances.append(np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, precision, diff), 0.0)))
+    median = float(np.median(np.concatenate(distances)))
+    return median if median > 0 else 1.0
 
 
 @dataclass(frozen=True)

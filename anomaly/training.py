@@ -16,7 +16,9 @@ from anomaly.embedding import (
     check_recipe,
     fit_standardizer,
     raw_features,
+    reconstruction_error,
     standardize,
+    uses_decoder,
     uses_encoder,
 )
 from anomaly.errors import AudioInputError
@@ -128,13 +130,17 @@ def train_bundle(
     recipe = check_recipe(recipe)
 
     def features(w_db: np.ndarray, w_norm: np.ndarray) -> np.ndarray:
+        if uses_decoder(recipe):
+            enc, recon = net.embed_and_reconstruct(w_norm)
+            return raw_features(recipe, w_db, enc, reconstruction_error(w_norm, recon))
         return raw_features(recipe, w_db, net.embed(w_norm) if uses_encoder(recipe) else None)
 
     raw = features(X, Xn)
     standardizer = fit_standardizer(raw)
     emb = standardize(raw, standardizer)
     window_domains = np.concatenate([[d] * len(w) for d, w in zip(fit_domains, fit_windows, strict=True)])
-    scorer = MahalanobisScorer(n_components=n_components).fit(emb, window_domains)
+    window_clips = np.concatenate([[i] * len(w) for i, w in enumerate(fit_windows)])
+    scorer = MahalanobisScorer(n_components=n_components).fit(emb, window_domains, groups=window_clips)
 
     held_scores = np.array(
         [
@@ -172,6 +178,8 @@ def train_bundle(
         },
         "scorer": {
             "method": "PCA + Ledoit-Wolf covariance per domain, Mahalanobis distance to the nearest domain",
+            "unit": "distance divided by the domain's median held-out normal window distance (1 = typical)",
+            "domain_scales": [round(float(x), 4) for x in scorer.scales_],
             "n_components": int(scorer.components_.shape[0]),
             "domains": scorer.domains_,
             "clip_score": "max over windows",

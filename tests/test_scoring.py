@@ -104,3 +104,30 @@ def test_percentile_is_share_of_lower_normal_scores():
     assert percentile(0.5, normals) == 0.0
     assert percentile(5.5, normals) == 50.0
     assert percentile(100, normals) == 100.0
+
+
+def test_domain_scales_put_domains_on_one_unit():
+    """A domain known from a few clips scores its new normals like the well-known domain does."""
+    rng = np.random.default_rng(5)
+
+    def clips(n_clips, centre, start=0):
+        # Windows of one clip share that clip's operating point (an offset), as real recordings do.
+        X = np.vstack([centre + rng.normal(size=10) + 0.5 * rng.normal(size=(9, 10)) for _ in range(n_clips)])
+        return X, np.repeat(np.arange(start, start + n_clips), 9)
+
+    Xs, gs = clips(200, 0.0)
+    Xt, gt = clips(6, 6.0, start=1000)
+    X = np.vstack([Xs, Xt])
+    domains = ["source"] * len(Xs) + ["target"] * len(Xt)
+    plain = MahalanobisScorer(n_components=10).fit(X, domains)
+    scaled = MahalanobisScorer(n_components=10).fit(X, domains, groups=np.r_[gs, gt])
+    assert np.all(plain.scales_ == 1.0)
+    assert scaled.scales_[1] > scaled.scales_[0] > 1.0
+    new_source, _ = clips(40, 0.0)
+    new_target, _ = clips(40, 6.0)
+    # Without scales the few-clip domain's new normals look far more anomalous than the source's.
+    assert np.median(plain.score_samples(new_target)) > 1.5 * np.median(plain.score_samples(new_source))
+    ratio = np.median(scaled.score_samples(new_target)) / np.median(scaled.score_samples(new_source))
+    assert 0.8 < ratio < 1.25
+    # Typical normal windows score about 1.
+    assert 0.8 < np.median(scaled.score_samples(new_source)) < 1.25

@@ -1,0 +1,291 @@
+"""The app over HTTP, as its users call it: ``python app.py`` in a subprocess, gradio_client and MCP.
+
+Expectations come from the engine's own rules (``Thresholds.label``, ``window_starts``, the spectrogram
+image convention), never from scores of the bundled model, which is a placeholder.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from anomaly.bundle import DEFAULT_BUNDLE, read_config
+from anomaly.features import FeatureParams, log_mel_file, log_mel_to_image, window_starts
+from anomaly.scoring import LABELS, Thresholds
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ENDPOINTS = {"/analyze", "/analyze_spectrogram", "/score", "/batch"}
+SCORE_KEYS = {"file", "score", "label", "percentile", "thresholds", "windows", "model"}
+
+
+@pytest.fixture(scope="module")
+def client(app_url) -> Client:
+    return Client(app_url, verbose=False, download_files=True)
+
+
+@pytest.fixture(scope="module")
+def params() -> FeatureParams:
+    """The preprocessing of the bundle the app serves (config.json only: no model needed here)."""
+    import os
+
+    bundle = os.environ.get("ANOMALY_BUNDLE") or DEFAULT_BUNDLE
+    return FeatureParams.from_dict(read_config(bundle)["preprocessing"])
+
+
+@pytest.fixture
+def not_audio(tmp_path) -> Path:
+    path = tmp_path / "notes.wav"
+    path.write_text("these are meeting notes, not a recording\n")
+    return path
+
+
+def label_of(value: dict | str) -> str:
+    return value["label"] if isinstance(value, dict) else value
+
+
+def decided(result: dict) -> str:
+    """The label the engine's own rule gives the score in a /score result."""
+    return Thresholds(**result["thresholds"]).label(result["score"])
+
+
+def test_api_lists_exactly_the_four_endpoints(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == ENDPOINTS
+    assert not api["unnamed_endpoints"]
+    analyze = api["named_endpoints"]["/analyze"]
+    assert [p["parameter_name"] for p in analyze["parameters"]] == ["audio", "show_anomaly_map"]
+    assert len(analyze["returns"]) == 5
+
+
+def test_analyze_returns_pictures_and_the_engine_decision(client, example_clips):
+    clip = example_clips / "fault_tooth.wav"
+    spectrogram, gauge, label, details, timeline = client.predict(
+        handle_file(str(clip)), True, api_name="/analyze"
+    )
+    for picture in (spectrogram, gauge, timeline):
+        with Image.open(picture) as im:
+            assert im.format == "PNG" and im.width > 200 and im.height > 100
+    scored = client.predict(handle_file(str(clip)), api_name="/score")
+    assert label_of(label) in LABELS
+    assert label_of(label) == scored["label"] == decided(scored)
+    assert clip.name in details and f"{scored['score']:.2f}" in details
+    assert "Processing time" in details and "Model" in details
+
+
+def test_the_anomaly_map_changes_the_picture(client, example_clips):
+    clip = handle_file(str(example_clips / "fault_tooth.wav"))
+    with_map = np.asarray(Image.open(client.predict(clip, True, api_name="/analyze")[0]).convert("RGB"))
+    without = np.asarray(Image.open(client.predict(clip, False, api_name="/analyze")[0]).convert("RGB"))
+    assert with_map.shape == without.shape
+    assert np.any(with_map != without)
+
+
+def test_score_json_contract(client, example_clips, params):
+    clip = example_clips / "normal_source.wav"
+    result = client.predict(handle_file(str(clip)), api_name="/score")
+    assert set(result) == SCORE_KEYS
+    assert result["file"] == clip.name
+    assert result["label"] in LABELS and result["label"] == decided(result)
+    assert 0.0 <= result["percentile"] <= 100.0
+    assert set(result["thresholds"]) == {"maintenance", "severe"}
+    assert result["thresholds"]["maintenance"] < result["thresholds"]["severe"]
+    n_samples = sf.info(str(clip)).frames * params.sr // sf.info(str(clip)).samplerate
+    n_frames = 1 + n_samples // params.hop_length
+    assert len(result["windows"]) == len(window_starts(n_frames, params))
+    assert all(set(w) == {"start_s", "score"} for w in result["windows"])
+    assert result["score"] == pytest.approx(max(w["score"] for w in result["windows"]), abs=1e-4)
+    assert {"source", "revision"} <= set(result["model"])
+
+
+def test_analyze_spectrogram_image(client, example_clips, params, tmp_path):
+    clip = example_clips / "normal_source.wav"
+    image = example_clips / "spectrogram_normal_source.png"
+    if not image.is_file():
+        image = tmp_path / "spectrogram_normal_source.png"
+        Image.fromarray(log_mel_to_image(log_mel_file(clip, params), params)).save(image)
+    spectrogram, gauge, label, details, timeline = client.predict(
+        handle_file(str(image)), True, api_name="/analyze_spectrogram"
+    )
+    assert Path(spectrogram).is_file() and Path(gauge).is_file() and Path(timeline).is_file()
+    assert label_of(label) in LABELS
+    # The image holds the clip's log-mel quantised to 8 bits: it scores like the clip itself.
+    audio = client.predict(handle_file(str(clip)), api_name="/score")
+    shown = float(details.split("**Score:** ")[1].split(",")[0])
+    assert shown == pytest.approx(audio["score"], rel=0.05)
+    assert label_of(label) == Thresholds(**audio["thresholds"]).label(shown)
+
+
+def test_batch_scores_good_files_and_reports_the_bad_one(client, example_clips, not_audio):
+    good = [example_clips / "normal_source.wav", example_clips / "fault_wear.wav"]
+    files = [handle_file(str(good[0])), handle_file(str(not_audio)), handle_file(str(good[1]))]
+    table, csv_path = client.predict(files, api_name="/batch")
+    assert table["headers"] == ["file", "score", "percentile", "label", "error"]
+    rows = table["data"]
+    assert [row[0] for row in rows] == [good[0].name, not_audio.name, good[1].name]
+    bad = rows[1]
+    assert bad[1] is None and bad[3] is None and "not a readable audio file" in bad[4]
+    for row, clip in zip((rows[0], rows[2]), good, strict=True):
+        scored = client.predict(handle_file(str(clip)), api_name="/score")
+        assert row[1] == pytest.approx(scored["score"], abs=1e-3)
+        assert row[3] == scored["label"] and row[4] == ""
+    with open(csv_path, newline="") as fh:
+        written = list(csv.reader(fh))
+    assert written[0] == table["headers"] and len(written) == 4
+    assert written[2][0] == not_audio.name and written[2][4] == bad[4]
+
+
+@pytest.mark.parametrize("endpoint", ["/analyze", "/score"])
+def test_not_audio_is_a_clear_error(client, not_audio, endpoint):
+    args = (handle_file(str(not_audio)), True) if endpoint == "/analyze" else (handle_file(str(not_audio)),)
+    with pytest.raises(AppError) as caught:
+        client.predict(*args, api_name=endpoint)
+    message = str(caught.value)
+    assert "notes.wav" in message and "not a readable audio file" in message
+    assert "Traceback" not in message and "/gradio" not in message  # no server paths
+
+
+def test_too_long_recording_is_refused_with_its_duration(client, tmp_path):
+    path = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    sf.write(path, 0.02 * rng.standard_normal(130 * 8000).astype(np.float32), 8000, subtype="PCM_16")
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(path)), True, api_name="/analyze")
+    message = str(caught.value)
+    assert "long.wav" in message and "130.0 s long" in message and "at most 120 s" in message
+
+
+@pytest.mark.parametrize(
+    ("picture", "expected"),
+    [
+        (lambda rng: rng.integers(0, 256, (128, 300, 3), dtype=np.uint8), "colour-mapped"),
+        (lambda rng: rng.integers(0, 256, (100, 300), dtype=np.uint8), "128 pixels high"),
+        (None, "not a readable image"),
+    ],
+    ids=["colour-noise", "wrong-height", "not-an-image"],
+)
+def test_wrong_images_are_refused(client, tmp_path, picture, expected):
+    path = tmp_path / "picture.png"
+    if picture is None:
+        path.write_bytes(b"\x89PNG but not really")
+    else:
+        Image.fromarray(picture(np.random.default_rng(1))).save(path)
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(path)), True, api_name="/analyze_spectrogram")
+    assert "picture.png" in str(caught.value) and expected in str(caught.value)
+
+
+def test_empty_request_is_a_clear_error(client):
+    with pytest.raises(AppError, match="Upload or record"):
+        client.predict(None, api_name="/score")
+
+
+async def _mcp_session(url: str, calls):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async with streamablehttp_client(f"{url}/gradio_api/mcp/") as (read, write, _):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            return await calls(session)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_mcp_score_tool(app_url, client, example_clips, not_audio):
+    clip = example_clips / "fault_tooth.wav"
+
+    async def calls(session):
+        tools = await session.list_tools()
+        good = await session.call_tool("score", {"audio": _data_uri(clip)})
+        bad = await session.call_tool("score", {"audio": _data_uri(not_audio)})
+        return tools, good, bad
+
+    tools, good, bad = asyncio.run(_mcp_session(app_url, calls))
+    by_name = {tool.name: tool for tool in tools.tools}
+    assert set(by_name) == {"analyze", "analyze_spectrogram", "score", "batch"}
+    assert "plain JSON" in by_name["score"].description
+    assert not good.isError
+    text = good.content[0].text
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError:
+        result = ast.literal_eval(text)  # gradio renders a dict output as its Python repr
+    direct = client.predict(handle_file(str(clip)), api_name="/score")
+    assert set(result) == SCORE_KEYS
+    assert result["score"] == pytest.approx(direct["score"], abs=1e-3) and result["label"] == direct["label"]
+    assert bad.isError and "not a readable audio file" in bad.content[0].text
+
+
+def test_uploads_above_the_size_limit_are_refused_by_the_server(app_url):
+    import io
+
+    import httpx
+
+    too_big = io.BytesIO(b"\0" * (50 * 1024 * 1024 + 1))
+    response = httpx.post(
+        f"{app_url}/gradio_api/upload", files={"files": ("big.wav", too_big, "audio/wav")}, timeout=120
+    )
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+def test_examples_are_cached_at_start_where_the_environment_says(app_server):
+    root = Path(__file__).resolve().parent.parent / "examples"
+    clips = sorted(root.glob("*.wav"))
+    if not clips:
+        pytest.skip("no bundled examples in examples/")
+    log = app_server.log.read_text()
+    line = next((x for x in log.splitlines() if "Caching examples at" in x), None)
+    assert line is not None, log[-3000:]
+    folder = Path(line.split("'")[1])
+    assert folder.is_relative_to(app_server.work / "examples-cache")
+    with open(folder / "log.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert len(rows) == 1 + len(clips)  # header + one cached result per example
+
+
+def page_texts(url: str) -> dict[str, str]:
+    """Markdown shown on the page, by elem_id (from gradio's /config)."""
+    from urllib.request import urlopen
+
+    with urlopen(f"{url}/config", timeout=30) as response:
+        config = json.loads(response.read())
+    return {
+        c["props"]["elem_id"]: c["props"].get("value")
+        for c in config["components"]
+        if c.get("props", {}).get("elem_id") and isinstance(c["props"].get("value"), str)
+    }
+
+
+def test_header_says_what_the_model_was_trained_on(app_url, params):
+    import os
+
+    training = read_config(os.environ.get("ANOMALY_BUNDLE") or DEFAULT_BUNDLE).get("training") or {}
+    texts = page_texts(app_url)
+    assert texts["model-line"].startswith("Model: ")
+    if training.get("synthetic"):
+        assert "synthetic gearbox sounds" in texts["synthetic-note"]
+
+
+def test_an_unavailable_hub_model_falls_back_and_the_page_says_why(launch_app, tmp_path, example_clips):
+    repo = "nobody/no-such-gearbox-model"
+    with launch_app(tmp_path, ANOMALY_HUB_REPO=repo, ANOMALY_HUB_REVISION="v1", ANOMALY_BUNDLE="") as server:
+        line = page_texts(server.url)["model-line"]
+        assert line.startswith("⚠️") and repo in line and "bundled model" in line
+        result = Client(server.url, verbose=False).predict(
+            handle_file(str(example_clips / "normal_source.wav")), api_name="/score"
+        )
+    assert result["model"]["source"] == "bundled" and result["model"]["repo_id"] == repo
