@@ -10,8 +10,10 @@ A bundle is a folder::
                    held-out normal scores behind the thresholds (plain arrays, no pickle)
 
 A calibration file (``calibrate``) is one ``.npz`` holding a refitted scorer, its thresholds and held-out
-scores, and a JSON ``meta`` entry naming the encoder (by sha256) and preprocessing it was made with, so
-that it is refused by any other model.
+scores, and a JSON ``meta`` entry naming the encoder (by sha256), preprocessing and embedding recipe it was
+made with, so that it is refused by any other model. Since format version 2 it may also hold its own
+standardiser (``embed_mean``, ``embed_std``, fitted on the user's clips); then its recipe may differ from
+the bundle's. Version 1 files (the bundle's recipe and standardiser) are still read.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.embedding import check_recipe
 from anomaly.errors import BundleError
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS, MahalanobisScorer, Thresholds
 
 FORMAT_VERSION = 1
-CALIBRATION_FORMAT_VERSION = 1
+CALIBRATION_FORMAT_VERSION = 2
+# Version 1 files carry no standardiser and use the bundle's recipe; they mean the same today.
+READABLE_CALIBRATION_VERSIONS = (1, 2)
 BUNDLE_FILES = ("encoder.keras", "decoder.keras", "arrays.npz")
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -195,16 +200,26 @@ def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: st
 
 @dataclass
 class Calibration:
-    """A scorer and thresholds refitted on a user's own normal clips, tied to one encoder."""
+    """A scorer and thresholds refitted on a user's own normal clips, tied to one encoder.
+
+    ``meta["recipe"]`` names the embedding blocks the scorer was fitted on; ``standardizer`` holds the
+    ``embed_mean`` and ``embed_std`` fitted on the user's clips, or is None when the bundle's standardiser
+    (and so the bundle's recipe) is used.
+    """
 
     scorer: MahalanobisScorer
     thresholds: Thresholds
     normal_scores: np.ndarray
     meta: dict
+    standardizer: dict[str, np.ndarray] | None = None
 
     @property
     def n_clips(self) -> int:
         return int(self.meta.get("n_clips", len(self.normal_scores)))
+
+    @property
+    def recipe(self) -> tuple[str, ...]:
+        return tuple(self.meta["recipe"])
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -216,6 +231,7 @@ class Calibration:
                 meta=np.asarray(json.dumps(meta)),
                 normal_scores=np.asarray(self.normal_scores, dtype=np.float64),
                 **self.scorer.to_arrays(),
+                **(self.standardizer or {}),
             )
         return path
 
@@ -231,6 +247,11 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
         scorer = MahalanobisScorer.from_arrays(arrays)
         thresholds = Thresholds.from_dict(meta["thresholds"])
         normal_scores = np.asarray(arrays["normal_scores"], dtype=np.float64)
+        standardizer = (
+            {k: np.asarray(arrays[k], dtype=np.float64) for k in ("embed_mean", "embed_std")}
+            if "embed_mean" in arrays
+            else None
+        )
     except FileNotFoundError:
         raise BundleError(f"{name}: calibration file not found") from None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, EOFError) as exc:
@@ -239,7 +260,7 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
         ) from None
     if meta.get("kind") != "gearbox-sound-check calibration":
         raise BundleError(f"{name}: not a calibration file of this tool")
-    if meta.get("format_version") != CALIBRATION_FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_CALIBRATION_VERSIONS:
         raise BundleError(
             f"{name}: calibration format version {meta.get('format_version')!r} is not supported"
         )
@@ -249,13 +270,29 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
             f"{str(meta.get('encoder_sha256'))[:12]}...), not the one loaded ({bundle.encoder_sha256[:12]}...); "
             "calibrate again with this model"
         )
-    if meta.get("recipe") != list(bundle.config["embedding"]["recipe"]):
+    try:
+        check_recipe(meta.get("recipe") or ())
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{name}: the calibration names no valid embedding recipe ({exc})") from None
+    if standardizer is None and meta.get("recipe") != list(bundle.config["embedding"]["recipe"]):
         raise BundleError(
             f"{name}: this calibration uses the embedding recipe {meta.get('recipe')}, the model uses "
             f"{bundle.config['embedding']['recipe']}; calibrate again"
         )
     if meta.get("preprocessing") != bundle.config["preprocessing"]:
         raise BundleError(f"{name}: this calibration was made with different preprocessing; calibrate again")
-    if scorer.components_.shape[1] != bundle.scorer.components_.shape[1]:
+    if standardizer is None:
+        dim = bundle.scorer.components_.shape[1]
+    else:
+        dim = len(standardizer["embed_mean"])
+        if standardizer["embed_std"].shape != (dim,) or not (standardizer["embed_std"] > 0).all():
+            raise BundleError(f"{name}: the calibration's standardiser is damaged")
+    if scorer.components_.shape[1] != dim:
         raise BundleError(f"{name}: the embedding size does not match this model")
-    return Calibration(scorer=scorer, thresholds=thresholds, normal_scores=normal_scores, meta=meta)
+    return Calibration(
+        scorer=scorer,
+        thresholds=thresholds,
+        normal_scores=normal_scores,
+        meta=meta,
+        standardizer=standardizer,
+    )

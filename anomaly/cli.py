@@ -119,10 +119,57 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fewshot_k(text: str) -> str:
+    from anomaly.fewshot import parse_k
+
+    try:
+        return parse_k(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _evaluate_fewshot(args: argparse.Namespace) -> int:
+    from anomaly.fewshot import evaluate_fewshot
+
+    for option, given in (("--calibration", args.calibration), ("--record", args.record)):
+        if given:
+            print(f"error: {option} does not go with --fewshot (each K calibrates anew)", file=sys.stderr)
+            return EXIT_USAGE
+    recipe = None
+    if args.recipe:
+        from anomaly.embedding import check_recipe
+
+        try:
+            recipe = check_recipe([b.strip() for b in args.recipe.split(",") if b.strip()])
+        except ValueError as exc:
+            print(f"error: --recipe: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    detector = _load_detector(args)
+    reports = evaluate_fewshot(detector, args.test_dir, args.fewshot, recipe=recipe)
+    if not args.json:
+        print(f"recipe: {','.join(recipe or detector.calibration_recipe)}")
+        for k, report in reports.items():
+            counts = ", ".join(f"{d} {e['n_calibration']}" for d, e in report.items() if d != "mean")
+            print(f"K={k} (calibrated on {counts})")
+            for domain, entry in report.items():
+                line = f"  {domain:8s} AUC {entry['auc']:.3f}  pAUC {entry['pauc']:.3f}"
+                if "n_normal" in entry:
+                    line += f"  ({entry['n_normal']} normal, {entry['n_anomaly']} anomalous scored)"
+                print(line)
+    if args.json:
+        print(json.dumps(reports))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from anomaly.dcase import parse_name
     from anomaly.evaluation import auc_report, test_files
 
+    if args.fewshot:
+        return _evaluate_fewshot(args)
+    if args.recipe:
+        print("error: --recipe goes with --fewshot only", file=sys.stderr)
+        return EXIT_USAGE
     detector = _load_detector(args)
     files = test_files(args.test_dir)
     if not files:
@@ -232,6 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, thresholds=False)
     p.add_argument("--json", action="store_true", help="last line: the report as JSON")
     p.add_argument("--record", metavar="TEST_SET", help="store the metrics in the bundle's config.json")
+    p.add_argument(
+        "--fewshot",
+        nargs="+",
+        type=_fewshot_k,
+        metavar="K",
+        help="few-shot protocol: for each K (a number, 'half' or 'all'), calibrate on the first K normal "
+        "clips of each domain (by name; from TEST_DIR/train if it exists, else the labelled normals) "
+        "and score every other clip; --json keys the reports by K",
+    )
+    p.add_argument(
+        "--recipe",
+        metavar="BLOCKS",
+        help=f"with --fewshot: comma-separated embedding blocks to calibrate on, from {', '.join(BLOCKS)} "
+        "(default: the calibration recipe)",
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("publish", help="upload a bundle with a model card to a Hugging Face model repo")

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,17 @@ import numpy as np
 
 from anomaly.bundle import CALIBRATION_FORMAT_VERSION, Bundle, Calibration, load_bundle, load_calibration
 from anomaly.dcase import parse_name
-from anomaly.embedding import check_recipe, raw_features, standardize, uses_encoder
+from anomaly.embedding import (
+    CALIBRATION_RECIPE,
+    CALIBRATION_STD_FLOOR,
+    check_recipe,
+    fit_standardizer,
+    raw_features,
+    reconstruction_error,
+    standardize,
+    uses_decoder,
+    uses_encoder,
+)
 from anomaly.errors import AudioInputError
 from anomaly.features import (
     FeatureParams,
@@ -80,7 +91,8 @@ class Detector:
     Parameters
     ----------
     bundle : a verified ``Bundle``.
-    calibration : optional user calibration that replaces the bundle's scorer and thresholds.
+    calibration : optional user calibration that replaces the bundle's scorer and thresholds (and, when it
+        carries them, its embedding recipe and standardiser).
     thresholds : optional thresholds set by hand (take precedence over both).
     """
 
@@ -97,20 +109,31 @@ class Detector:
         self.calibration = calibration
         encoder, decoder = bundle.models()
         self._net = CompiledEncoder(encoder, decoder)
-        self.recipe = check_recipe(bundle.config["embedding"]["recipe"])
         self._norm_mean = bundle.arrays["norm_mean"].astype(np.float32)[:, None]
         self._norm_std = bundle.arrays["norm_std"].astype(np.float32)[:, None]
         self._recon_mean = bundle.arrays.get("recon_error_mean")
         self._recon_std = bundle.arrays.get("recon_error_std")
-        if calibration is not None:
+        self._use(calibration)
+        self.thresholds = thresholds or self.thresholds
+
+    def _use(self, calibration: Calibration | None) -> None:
+        """Make ``calibration`` (or, with None, the bundle's own) the active scorer, recipe, standardiser
+        and thresholds."""
+        self.calibration = calibration
+        if calibration is None:
+            self.scorer = self.bundle.scorer
+            self.normal_scores = self.bundle.arrays["calibration_scores"]
+            self.thresholds = self.bundle.thresholds
+            self.recipe = check_recipe(self.bundle.config["embedding"]["recipe"])
+            self._standardizer = self.bundle.arrays
+        else:
             self.scorer = calibration.scorer
             self.normal_scores = calibration.normal_scores
-            base = calibration.thresholds
-        else:
-            self.scorer = bundle.scorer
-            self.normal_scores = bundle.arrays["calibration_scores"]
-            base = bundle.thresholds
-        self.thresholds = thresholds or base
+            self.thresholds = calibration.thresholds
+            # A calibration that names no recipe was fitted on the bundle's.
+            recipe = calibration.meta.get("recipe") or self.bundle.config["embedding"]["recipe"]
+            self.recipe = check_recipe(recipe)
+            self._standardizer = calibration.standardizer or self.bundle.arrays
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -152,15 +175,7 @@ class Detector:
         """A detector that shares this one's model but uses a user calibration."""
         clone = object.__new__(Detector)
         clone.__dict__.update(self.__dict__)
-        clone.calibration = calibration
-        if calibration is None:
-            clone.scorer = self.bundle.scorer
-            clone.normal_scores = self.bundle.arrays["calibration_scores"]
-            clone.thresholds = self.bundle.thresholds
-        else:
-            clone.scorer = calibration.scorer
-            clone.normal_scores = calibration.normal_scores
-            clone.thresholds = calibration.thresholds
+        clone._use(calibration)
         return clone
 
     def load_calibration(self, path: str | Path) -> Calibration:
@@ -178,6 +193,7 @@ class Detector:
             info["calibration"] = {
                 "n_clips": self.calibration.n_clips,
                 "created": self.calibration.meta.get("created"),
+                "recipe": list(self.recipe),
             }
         return info
 
@@ -193,17 +209,30 @@ class Detector:
         """Log-mel windows in dB -> the encoder's normalised input."""
         return (windows_db - self._norm_mean) / self._norm_std
 
+    def window_features(
+        self, windows_db: np.ndarray, recipe: Sequence[str] | None = None, *, reconstruct: bool = False
+    ):
+        """Windows in dB -> the recipe's raw (not yet standardised) features, running only the parts of
+        the network the recipe needs; with ``reconstruct`` also the normalised input and its
+        reconstruction. ``recipe`` defaults to the active one (the calibration's, else the bundle's)."""
+        recipe = self.recipe if recipe is None else check_recipe(recipe)
+        x = self.model_input(windows_db)
+        enc = recon = None
+        if reconstruct or uses_decoder(recipe):
+            enc, recon = self._net.embed_and_reconstruct(x)
+        elif uses_encoder(recipe):
+            enc = self._net.embed(x)
+        error = reconstruction_error(x, recon) if uses_decoder(recipe) else None
+        raw = raw_features(recipe, windows_db, enc, error)
+        return (raw, x, recon) if reconstruct else raw
+
     def embed_windows(self, windows_db: np.ndarray, *, reconstruct: bool = False):
         """Windows ``(n, n_mels, frames)`` in dB -> standardised embeddings ``(n, dim)`` (and, with
         ``reconstruct``, the normalised input and its reconstruction for the anomaly map)."""
-        x = self.model_input(windows_db)
-        recon = None
         if reconstruct:
-            enc, recon = self._net.embed_and_reconstruct(x)
-        else:
-            enc = self._net.embed(x) if uses_encoder(self.recipe) else None
-        emb = standardize(raw_features(self.recipe, windows_db, enc), self.bundle.arrays)
-        return (emb, x, recon) if reconstruct else emb
+            raw, x, recon = self.window_features(windows_db, reconstruct=True)
+            return standardize(raw, self._standardizer), x, recon
+        return standardize(self.window_features(windows_db), self._standardizer)
 
     def embed(self, spec_db: np.ndarray, *, name: str = "audio") -> np.ndarray:
         """Log-mel -> one standardised embedding per window."""
@@ -294,24 +323,37 @@ class Detector:
         *,
         progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
+        workers: int | None = None,
     ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
         """Embeddings of many files through the batched path; bad files are reported, not raised.
 
-        Returns per-file embeddings and log-mels (None for failed files) and ``{index: error}``.
+        Files are decoded and turned into log-mels by ``workers`` threads (default: one per CPU, at most
+        4; libsndfile, the FFT and numpy release the GIL), then all windows go through the network in
+        large batches. Returns per-file embeddings and log-mels (None for failed files) and
+        ``{index: error}``.
         """
         specs: list[np.ndarray | None] = []
         inputs: list[np.ndarray] = []
         errors: dict[int, AudioInputError] = {}
-        for i, f in enumerate(files):
+
+        def prepare(f: str | Path) -> tuple[np.ndarray, np.ndarray] | AudioInputError:
             try:
                 spec = self.log_mel_of(f, name=Path(f).name, max_seconds=max_seconds)
-                inputs.append(windows(spec, self.params, name=Path(f).name))
-                specs.append(spec)
+                return spec, windows(spec, self.params, name=Path(f).name)
             except AudioInputError as exc:
-                errors[i] = exc
-                specs.append(None)
-            if progress:
-                progress(i + 1, len(files))
+                return exc
+
+        workers = max(1, min(len(files), workers or min(4, os.cpu_count() or 1)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            for i, outcome in enumerate(pool.map(prepare, files)):
+                if isinstance(outcome, AudioInputError):
+                    errors[i] = outcome
+                    specs.append(None)
+                else:
+                    specs.append(outcome[0])
+                    inputs.append(outcome[1])
+                if progress:
+                    progress(i + 1, len(files))
         counts = [len(x) for x in inputs]
         flat = self.embed_windows(np.concatenate(inputs)) if inputs else np.zeros((0, 1))
         out: list[np.ndarray | None] = []
@@ -354,50 +396,115 @@ class Detector:
         files: Sequence[str | Path],
         *,
         domains: Iterable[str] | None = None,
+        recipe: Sequence[str] | None = None,
+        refit_standardizer: bool = True,
         n_components: int | None = None,
         folds: int = 5,
         progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
     ) -> Calibration:
-        """Refit scorer and thresholds on a user's normal clips with this bundle's encoder.
+        """Refit standardiser, scorer and thresholds on a user's normal clips.
 
-        The thresholds come from held-out scores: each clip is scored by a scorer fitted without it
-        (k-fold), then the final scorer is fitted on all clips. Domains come from DCASE names
-        (source/target) or are all ``"user"``.
+        The thresholds come from held-out scores: each clip is scored by a standardiser and scorer fitted
+        without it (k-fold), then the final ones are fitted on all clips. Domains come from DCASE names
+        (source/target) or are all ``"user"``. ``recipe`` defaults to ``calibration_recipe``; with
+        ``refit_standardizer=False`` the bundle's standardiser (and so the bundle's recipe) is kept, as
+        before format version 2 of calibration files.
         """
-        embs, _, errors = self.embed_files(files, progress=progress, max_seconds=max_seconds)
+        # embed_files decodes the files in parallel; its embeddings follow the active recipe, which need
+        # not be the calibration's, so only the log-mels are used.
+        _, specs, errors = self.embed_files(files, progress=progress, max_seconds=max_seconds)
         for i, err in errors.items():
             log.warning("skipping %s: %s", Path(files[i]).name, err.problem)
         domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
-        kept = [i for i, e in enumerate(embs) if e is not None]
-        if len(kept) < MIN_CALIBRATION_CLIPS:
+        kept = [i for i, spec in enumerate(specs) if spec is not None]
+        calibration = self.calibrate_windows(
+            [windows(specs[i], self.params) for i in kept],
+            [domain_list[i] for i in kept],
+            recipe=recipe,
+            refit_standardizer=refit_standardizer,
+            n_components=n_components,
+            folds=folds,
+            skipped=[str(Path(files[i]).name) for i in sorted(errors)],
+        )
+        if calibration.meta["rough"]:
+            log.warning(
+                "calibrated on only %d normal clips: the thresholds are a rough guess; "
+                "%d or more clips give reliable ones",
+                calibration.n_clips,
+                ROUGH_CALIBRATION_CLIPS,
+            )
+        return calibration
+
+    def calibrate_windows(
+        self,
+        clip_windows: Sequence[np.ndarray],
+        domains: Sequence[str],
+        *,
+        recipe: Sequence[str] | None = None,
+        refit_standardizer: bool = True,
+        n_components: int | None = None,
+        folds: int = 5,
+        skipped: Sequence[str] = (),
+    ) -> Calibration:
+        """``calibrate`` on clips already cut into log-mel windows in dB (one array per clip)."""
+        n_clips = len(clip_windows)
+        if n_clips < MIN_CALIBRATION_CLIPS:
             raise AudioInputError(
                 "calibration",
-                f"{len(kept)} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
-                f"(more than {ROUGH_CALIBRATION_CLIPS} for reliable thresholds)",
+                f"{n_clips} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
+                f"({ROUGH_CALIBRATION_CLIPS} or more for thresholds that are not a rough guess)",
             )
-        clip_embs = [embs[i] for i in kept]
-        clip_domains = np.asarray([domain_list[i] for i in kept])
-        n_comp = n_components or self.default_components(sum(len(e) for e in clip_embs))
-        held_out = cross_fitted_scores(clip_embs, clip_domains, n_components=n_comp, folds=folds)
-        X = np.concatenate(clip_embs)
-        window_domains = np.concatenate([[d] * len(e) for d, e in zip(clip_domains, clip_embs, strict=True)])
-        scorer = MahalanobisScorer(n_components=n_comp).fit(X, window_domains)
+        recipe = check_recipe(recipe or self.calibration_recipe)
+        if not refit_standardizer and recipe != check_recipe(self.bundle.config["embedding"]["recipe"]):
+            raise ValueError("the model's standardiser fits only the model's recipe; refit it for another")
+        raw = self.window_features(np.concatenate(clip_windows), recipe)
+        clip_raw = np.split(raw, np.cumsum([len(w) for w in clip_windows])[:-1])
+        clip_domains = np.asarray(list(domains))
+        n_comp = n_components or self.default_components(len(raw))
+        if refit_standardizer:
+            standardizer = fit_standardizer(raw, floor=CALIBRATION_STD_FLOOR)
+            held_out = cross_fitted_scores(
+                clip_raw, clip_domains, n_components=n_comp, folds=folds, refit_standardizer=True
+            )
+        else:
+            standardizer = None
+            clip_embs = [standardize(r, self.bundle.arrays) for r in clip_raw]
+            held_out = cross_fitted_scores(clip_embs, clip_domains, n_components=n_comp, folds=folds)
+        window_domains = np.concatenate(
+            [[d] * len(w) for d, w in zip(clip_domains, clip_windows, strict=True)]
+        )
+        window_clips = np.concatenate([[i] * len(w) for i, w in enumerate(clip_windows)])
+        X = standardize(raw, standardizer or self.bundle.arrays)
+        scorer = MahalanobisScorer(n_components=n_comp).fit(X, window_domains, groups=window_clips)
         thresholds = calibrate(held_out)
         meta = {
             "kind": "gearbox-sound-check calibration",
             "format_version": CALIBRATION_FORMAT_VERSION,
             "encoder_sha256": self.bundle.encoder_sha256,
             "preprocessing": self.bundle.config["preprocessing"],
-            "n_clips": len(kept),
-            "skipped": [str(Path(files[i]).name) for i in sorted(errors)],
+            "n_clips": n_clips,
+            "skipped": list(skipped),
             "domains": sorted(set(clip_domains.tolist())),
             "n_components": int(scorer.components_.shape[0]),
-            "recipe": list(self.recipe),
-            "rough": len(kept) < ROUGH_CALIBRATION_CLIPS,
+            "recipe": list(recipe),
+            "standardizer": "refitted on these clips" if refit_standardizer else "the model's",
+            "rough": n_clips < ROUGH_CALIBRATION_CLIPS,
             "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         }
-        return Calibration(scorer=scorer, thresholds=thresholds, normal_scores=np.sort(held_out), meta=meta)
+        return Calibration(
+            scorer=scorer,
+            thresholds=thresholds,
+            normal_scores=np.sort(held_out),
+            meta=meta,
+            standardizer=standardizer,
+        )
+
+    @property
+    def calibration_recipe(self) -> tuple[str, ...]:
+        """The recipe ``calibrate`` fits on unless told otherwise: the bundle's
+        ``embedding.calibration_recipe`` if it names one, else ``CALIBRATION_RECIPE``."""
+        return check_recipe(self.bundle.config["embedding"].get("calibration_recipe") or CALIBRATION_RECIPE)
 
     @staticmethod
     def default_components(n_windows: int) -> int:
@@ -411,12 +518,19 @@ def _domain_of(path: str | Path) -> str:
 
 
 def cross_fitted_scores(
-    clip_embeddings: Sequence[np.ndarray], domains: np.ndarray, *, n_components: int, folds: int = 5
+    clip_embeddings: Sequence[np.ndarray],
+    domains: np.ndarray,
+    *,
+    n_components: int,
+    folds: int = 5,
+    refit_standardizer: bool = False,
 ) -> np.ndarray:
     """Clip scores (max over windows) from scorers that never saw the clip: k-fold over clips.
 
     A domain left with no fitting clips in a fold is scored against the other domains, which is what
-    happens to a new recording whose domain was never seen.
+    happens to a new recording whose domain was never seen. With ``refit_standardizer`` the embeddings are
+    raw features and each fold standardises with a standardiser fitted on its own fitting clips only, so
+    that a held-out clip never shapes the yardstick it is measured with.
     """
     n = len(clip_embeddings)
     folds = max(2, min(folds, n))
@@ -427,7 +541,15 @@ def cross_fitted_scores(
         fit = np.setdiff1d(order, test)
         X = np.concatenate([clip_embeddings[i] for i in fit])
         d = np.concatenate([[domains[i]] * len(clip_embeddings[i]) for i in fit])
-        scorer = MahalanobisScorer(n_components=min(n_components, len(X) - 1)).fit(X, d)
+        groups = np.concatenate([[i] * len(clip_embeddings[i]) for i in fit])
+        standardizer = fit_standardizer(X, floor=CALIBRATION_STD_FLOOR) if refit_standardizer else None
+        if standardizer is not None:
+            X = standardize(X, standardizer)
+        # Same per-domain scales as the final fit, so that thresholds and scores share one unit.
+        scorer = MahalanobisScorer(n_components=min(n_components, len(X) - 1)).fit(X, d, groups=groups)
         for i in test:
-            scores[i] = scorer.score_samples(clip_embeddings[i]).max()
+            emb = clip_embeddings[i]
+            if standardizer is not None:
+                emb = standardize(emb, standardizer)
+            scores[i] = scorer.score_samples(emb).max()
     return scores
