@@ -155,9 +155,10 @@ class Detector:
             from anomaly.hub import resolve_bundle
 
             resolved = resolve_bundle()
-            log.info("%s", resolved.message)
+            log.debug("%s", resolved.message)  # resolve_bundle has said it at the right level
             bundle = load_bundle(resolved.path, source=resolved.source, revision=resolved.revision)
             bundle.config.setdefault("_repo_id", resolved.repo_id)
+            bundle.config.setdefault("_message", resolved.message)
         cal = load_calibration(calibration, bundle) if calibration else None
         detector = cls(bundle, cal)
         return detector.with_thresholds(maintenance, severe)
@@ -189,6 +190,9 @@ class Detector:
             "repo_id": self.bundle.config.get("_repo_id"),
             "calibration": None,
         }
+        if self.bundle.config.get("_message"):
+            # Which model answered and why (e.g. the Hub was unreachable and the bundled one is used).
+            info["message"] = self.bundle.config["_message"]
         if self.calibration is not None:
             info["calibration"] = {
                 "n_clips": self.calibration.n_clips,

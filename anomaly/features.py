@@ -26,6 +26,9 @@ from anomaly.errors import AudioInputError
 
 # Below this RMS (about -100 dBFS) a recording carries no usable sound: dead microphone or digital silence.
 SILENCE_RMS = 1e-5
+# Full scale is 1. Float files may go a little over, but samples 60 dB above it are not a recording (often
+# integer sample values stored as float); far enough above, the power spectrum overflows float32.
+MAX_PEAK = 1000.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,11 @@ def load_audio(
     except AudioInputError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
-        raise AudioInputError(label, f"not a readable audio file ({_short(exc)})") from None
+        # libsndfile quotes the full path (a server's temp folder, for uploads): say the file's name only.
+        reason = _short(exc)
+        if not isinstance(source, bytes):
+            reason = reason.replace(str(source), label)
+        raise AudioInputError(label, f"not a readable audio file ({reason})") from None
     return prepare_waveform(data, file_sr, sr, name=label, min_seconds=min_seconds)
 
 
@@ -144,6 +151,12 @@ def prepare_waveform(
     data = data.astype(np.float32, copy=False)
     if not np.isfinite(data).all():
         raise AudioInputError(name, "the audio contains NaN or infinite samples")
+    peak = max(float(data.max()), -float(data.min()))
+    if peak > MAX_PEAK:
+        raise AudioInputError(
+            name,
+            f"the samples reach {peak:.3g}, far beyond full scale (1.0); expected samples between -1 and 1",
+        )
     if not file_sr or file_sr < 1000:
         raise AudioInputError(name, f"implausible sample rate {file_sr} Hz")
     seconds = data.shape[0] / file_sr
