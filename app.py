@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -306,7 +307,31 @@ def adapt_summary(analysis: Analysis | None, detector: Detector) -> str:
 
 # --- the shared model and scratch space -----------------------------------------------------------------
 
-DETECTOR, MODEL_MESSAGE = load_detector()
+
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX=2`` does (an explicit setting of it wins).
+
+    glibc gives each new thread its own arena and keeps what is freed in it; gradio runs handlers on a pool
+    of threads, so under concurrent requests resident memory grew by about 110 MB in a load test and kept
+    creeping. With 2 arenas it stays flat, at no cost in latency.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):  # not Linux with glibc: nothing to cap
+        pass
+
+
+cap_malloc_arenas()
+try:
+    DETECTOR, MODEL_MESSAGE = load_detector()
+except BundleError as exc:
+    # A missing or damaged model is the operator's problem to fix: one clear line, not a stack trace.
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(1) from None
 log.info("%s; warm-up took %.1f s", MODEL_MESSAGE, warm_up(DETECTOR))
 
 # Files we hand out for download (calibration, CSV) live here; gradio copies them into its own cache,
@@ -393,6 +418,11 @@ def score(audio: str | None, session: Session | None = None) -> dict:
         raise gr.Error("Upload or record a gearbox recording first.", title="No recording")
     with user_errors("scoring the recording", [audio]):
         return detector_for(session).analyze(audio, max_seconds=MAX_SECONDS).to_json()
+
+
+def ping() -> str:
+    """Does nothing: the HTTP round-trip floor for benchmarks and a cheap health check."""
+    return "ok"
 
 
 def batch(
@@ -985,6 +1015,7 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
         queue=False,
     )
     score_btn.click(score, inputs=[audio_in, session_state], outputs=[score_out], api_name="score")
+    gr.api(ping, api_name="ping", api_visibility="undocumented")
     batch_btn.click(
         batch,
         inputs=[batch_in, session_state],

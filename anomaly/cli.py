@@ -35,7 +35,9 @@ def _synth(args: argparse.Namespace) -> int:
         params = FeatureParams()
         for stem in ("normal_source", "fault_tooth"):
             image = log_mel_to_image(log_mel_file(Path(args.out_dir) / f"{stem}.wav", params), params)
-            Image.fromarray(image, mode="L").save(Path(args.out_dir) / f"spectrogram_{stem}.png", optimize=True)
+            Image.fromarray(image, mode="L").save(
+                Path(args.out_dir) / f"spectrogram_{stem}.png", optimize=True
+            )
     else:
         synth.write_corpus(args.out_dir, seed=args.seed, n_train=args.train, n_test=args.test)
     return 0

@@ -168,10 +168,43 @@ def prepare_waveform(
     if float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < SILENCE_RMS:
         raise AudioInputError(name, "the recording is silent (no signal above -100 dBFS)")
     if file_sr != sr:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
+        y = resample(y, file_sr, sr)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample keeping the band up to 98 % of the new Nyquist frequency.
+
+    soxr alone (librosa's default) rolls off from 91 % of the lower Nyquist frequency: going down to
+    16 kHz it takes 5 and 15 dB off the two top mel bands (7.4 to 8 kHz), enough to move a normal
+    recording made at 44.1 or 48 kHz past the thresholds. So going down, soxr only brings the rate to an
+    integer multiple of ``target_sr`` (its roll-off then lies far above the band kept) and a steep
+    linear-phase low-pass decimates by that integer. Going up, soxr is used as it is: the file has nothing
+    above its own band to keep.
+    """
+    import librosa
+    import scipy.signal
+
+    factor = math.ceil(orig_sr / target_sr)
+    if factor <= 1:
+        return librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
+    if orig_sr != factor * target_sr:
+        y = librosa.resample(y, orig_sr=orig_sr, target_sr=factor * target_sr, res_type="soxr_hq")
+    low_pass = _decimation_filter(factor, target_sr)
+    return scipy.signal.oaconvolve(y.astype(np.float32, copy=False), low_pass, mode="same")[::factor]
+
+
+@lru_cache(maxsize=8)
+def _decimation_filter(factor: int, target_sr: int) -> np.ndarray:
+    """Kaiser low-pass at ``factor * target_sr``: flat to 98 % of the new Nyquist, -100 dB from 100 %."""
+    import scipy.signal
+
+    rate, nyquist = factor * target_sr, target_sr / 2
+    width = 0.02 * nyquist
+    taps, beta = scipy.signal.kaiserord(100.0, width / (rate / 2))
+    return scipy.signal.firwin(taps | 1, nyquist - width / 2, window=("kaiser", beta), fs=rate).astype(
+        np.float32
+    )
 
 
 def _short(exc: BaseException) -> str:

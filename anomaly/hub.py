@@ -500,7 +500,8 @@ def _card_thresholds(config: dict) -> str:
             f"| {labels[2]} | {_num(t.get('severe'))} | {how.format(q=t.get('severe_quantile'))} |",
             "",
             f"Scores below the maintenance threshold are {labels[0]}. The score is a Mahalanobis distance "
-            "in the PCA space of normal embeddings, not a probability." + _quantile_note(t),
+            "in the PCA space of normal embeddings to the nearest reference domain, divided by that domain's "
+            "typical normal distance (1.0 = a typical normal window); not a probability." + _quantile_note(t),
         ]
     )
 

@@ -161,6 +161,9 @@ class Thresholds:
             )
 
     def label(self, score: float) -> str:
+        if not np.isfinite(score):
+            # A NaN compares false with everything and would read as NORMAL: refuse it instead.
+            raise ValueError(f"cannot label a non-finite score ({score})")
         if score >= self.severe:
             return LABELS[2]
         if score >= self.maintenance:

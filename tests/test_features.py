@@ -215,3 +215,38 @@ def test_random_bytes_never_crash_the_decoder(payload, riff):
         assert str(exc).startswith("fuzz.wav")
     else:
         assert np.isfinite(spec).all()
+
+
+def test_log_mel_matches_librosa_melspectrogram():
+    # The DCASE convention through librosa's own STFT (what the fast path in log_mel must reproduce).
+    import librosa
+
+    y = np.random.default_rng(3).normal(0, 0.05, 16000 * 3).astype(np.float32)
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=P.sr, n_fft=P.n_fft, hop_length=P.hop_length, n_mels=P.n_mels, power=2.0, center=True
+    )
+    np.testing.assert_allclose(log_mel(y, P), 10 * np.log10(mel + 1e-10), atol=1e-3)
+
+
+@pytest.mark.parametrize("file_sr", [22050, 44100, 48000])
+def test_resampling_down_keeps_the_top_of_the_band(tmp_path, file_sr):
+    import librosa
+
+    # White noise at 16 kHz, then the same sound at file_sr (FFT resampling is exact for it).
+    y = np.random.default_rng(4).normal(0, 0.05, 16000 * 3).astype(np.float32)
+    up = librosa.resample(y, orig_sr=16000, target_sr=file_sr, res_type="fft")
+    back = load_audio(write(tmp_path / "up.wav", up, file_sr, "FLOAT"), sr=16000)
+    bands = log_mel(back[: len(y)], P).mean(axis=1) - log_mel(y, P).mean(axis=1)
+    assert np.abs(bands[:-1]).max() < 0.1  # every mel band but the top one (7.6 to 8 kHz) within 0.1 dB
+    assert abs(bands[-1]) < 1.0  # its last 160 Hz lie in the low-pass transition (soxr alone: -15 dB)
+
+
+def test_samples_far_beyond_full_scale_are_refused(tmp_path):
+    # Float files can hold any value; 1e18 would overflow the power spectrum into a NaN score.
+    path = write(tmp_path / "huge.wav", tone(300, 16000, 3.0, amp=1e18), 16000, "FLOAT")
+    with pytest.raises(AudioInputError, match="far beyond full scale") as info:
+        log_mel_file(path, P)
+    assert str(info.value).startswith("huge.wav: ")
+    assert np.isfinite(
+        log_mel_file(write(tmp_path / "hot.wav", tone(300, 16000, 3.0, amp=4.0), 16000, "FLOAT"), P)
+    ).all()

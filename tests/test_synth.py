@@ -176,8 +176,9 @@ def test_cli_writes_examples(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     expected = {"normal_source.wav", "normal_target.wav"} | {f"fault_{kind}.wav" for kind in synth.FAULTS}
+    expected |= {"spectrogram_normal_source.png", "spectrogram_fault_tooth.png"}  # the image input's examples
     assert {p.name for p in tmp_path.iterdir()} == expected
-    for path in tmp_path.iterdir():
+    for path in tmp_path.glob("*.wav"):
         meta = sf.info(path)
         assert (meta.samplerate, meta.channels, meta.subtype, meta.frames) == (SR, 1, "PCM_16", 10 * SR)
 
