@@ -141,20 +141,26 @@ def resolve_bundle(
     revision = revision or DEFAULT_REVISION
 
     api = HfApi(endpoint=endpoint, token=token)
+
+    def fall_back(exc: Exception, what: str) -> ResolvedBundle:
+        # The Hub said no (no such repo or revision, no access): a stale cached copy would hide that
+        # mistake, so go straight to the bundled model. Otherwise it may just be unreachable: try the cache.
+        if _is_refusal(exc):
+            return _bundled(
+                bundled,
+                repo_id,
+                f"Hub {repo_id} @ {revision} {what} ({_reason(exc, timeout_s)}); "
+                f"using the bundled model in {_show(bundled)}",
+                warn=True,
+            )
+        return _from_cache(repo_id, revision, bundled, _reason(exc, timeout_s), cache_dir)
+
     try:
         # A single request with a hard timeout decides whether the Hub is there at all. snapshot_download
         # alone would wait up to 10 s per call and retry, which is too long for start-up.
         info = api.model_info(repo_id, revision=revision, timeout=timeout_s)
     except Exception as exc:  # every failure has a fallback; the reason is reported
-        if _is_refusal(exc):
-            return _bundled(
-                bundled,
-                repo_id,
-                f"Hub {repo_id} @ {revision} is not available ({_reason(exc, timeout_s)}); "
-                f"using the bundled model in {_show(bundled)}",
-                warn=True,
-            )
-        return _from_cache(repo_id, revision, bundled, _reason(exc, timeout_s), cache_dir)
+        return fall_back(exc, "is not available")
 
     try:
         path = _download(
@@ -167,15 +173,7 @@ def resolve_bundle(
             deadline_s=download_timeout_s,
         )
     except Exception as exc:  # as above: fall back, say why
-        if _is_refusal(exc):
-            return _bundled(
-                bundled,
-                repo_id,
-                f"Hub {repo_id} @ {revision} could not be downloaded ({_reason(exc, timeout_s)}); "
-                f"using the bundled model in {_show(bundled)}",
-                warn=True,
-            )
-        return _from_cache(repo_id, revision, bundled, _reason(exc, timeout_s), cache_dir)
+        return fall_back(exc, "could not be downloaded")
 
     sha = path.name if _COMMIT_SHA.fullmatch(path.name) else info.sha
     try:
