@@ -321,7 +321,7 @@ class Detector:
 
     # --- batches ------------------------------------------------------------------------------------
 
-    def embed_files(
+    def window_files(
         self,
         files: Sequence[str | Path],
         *,
@@ -329,16 +329,12 @@ class Detector:
         max_seconds: float | None = None,
         workers: int | None = None,
     ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
-        """Embeddings of many files through the batched path; bad files are reported, not raised.
+        """Log-mels and model windows of many files; bad files are reported, not raised.
 
         Files are decoded and turned into log-mels by ``workers`` threads (default: one per CPU, at most
-        4; libsndfile, the FFT and numpy release the GIL), then all windows go through the network in
-        large batches. Returns per-file embeddings and log-mels (None for failed files) and
-        ``{index: error}``.
+        4; libsndfile, the FFT and numpy release the GIL). Returns per-file log-mels and windows (None for
+        failed files) and ``{index: error}``.
         """
-        specs: list[np.ndarray | None] = []
-        inputs: list[np.ndarray] = []
-        errors: dict[int, AudioInputError] = {}
 
         def prepare(f: str | Path) -> tuple[np.ndarray, np.ndarray] | AudioInputError:
             try:
@@ -347,30 +343,41 @@ class Detector:
             except AudioInputError as exc:
                 return exc
 
+        specs: list[np.ndarray | None] = []
+        clip_windows: list[np.ndarray | None] = []
+        errors: dict[int, AudioInputError] = {}
         workers = max(1, min(len(files), workers or min(4, os.cpu_count() or 1)))
         with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
             for i, outcome in enumerate(pool.map(prepare, files)):
                 if isinstance(outcome, AudioInputError):
                     errors[i] = outcome
-                    specs.append(None)
-                else:
-                    specs.append(outcome[0])
-                    inputs.append(outcome[1])
+                    outcome = (None, None)
+                specs.append(outcome[0])
+                clip_windows.append(outcome[1])
                 if progress:
                     progress(i + 1, len(files))
-        counts = [len(x) for x in inputs]
-        flat = self.embed_windows(np.concatenate(inputs)) if inputs else np.zeros((0, 1))
-        out: list[np.ndarray | None] = []
-        pos = 0
-        it = iter(counts)
-        for spec in specs:
-            if spec is None:
-                out.append(None)
-                continue
-            n = next(it)
-            out.append(flat[pos : pos + n])
-            pos += n
-        return out, specs, errors
+        return specs, clip_windows, errors
+
+    def embed_files(
+        self,
+        files: Sequence[str | Path],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
+        workers: int | None = None,
+    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
+        """Embeddings of many files: ``window_files``, then all windows through the network in large
+        batches. Returns per-file embeddings and log-mels (None for failed files) and ``{index: error}``.
+        """
+        specs, clip_windows, errors = self.window_files(
+            files, progress=progress, max_seconds=max_seconds, workers=workers
+        )
+        good = [w for w in clip_windows if w is not None]
+        if not good:
+            return [None] * len(files), specs, errors
+        flat = self.embed_windows(np.concatenate(good))
+        parts = iter(np.split(flat, np.cumsum([len(w) for w in good])[:-1]))
+        return [None if w is None else next(parts) for w in clip_windows], specs, errors
 
     def analyze_many(
         self,
@@ -415,15 +422,15 @@ class Detector:
         ``refit_standardizer=False`` the bundle's standardiser (and so the bundle's recipe) is kept, as
         before format version 2 of calibration files.
         """
-        # embed_files decodes the files in parallel; its embeddings follow the active recipe, which need
-        # not be the calibration's, so only the log-mels are used.
-        _, specs, errors = self.embed_files(files, progress=progress, max_seconds=max_seconds)
+        # Windows only: the calibration's recipe need not be the active one, so embedding here would be
+        # wasted work.
+        _, clip_windows, errors = self.window_files(files, progress=progress, max_seconds=max_seconds)
         for i, err in errors.items():
             log.warning("skipping %s: %s", Path(files[i]).name, err.problem)
         domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
-        kept = [i for i, spec in enumerate(specs) if spec is not None]
+        kept = [i for i, w in enumerate(clip_windows) if w is not None]
         calibration = self.calibrate_windows(
-            [windows(specs[i], self.params) for i in kept],
+            [clip_windows[i] for i in kept],
             [domain_list[i] for i in kept],
             recipe=recipe,
             refit_standardizer=refit_standardizer,

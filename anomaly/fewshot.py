@@ -35,7 +35,6 @@ import numpy as np
 from anomaly.dcase import parse_name
 from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report, test_files
-from anomaly.features import windows
 from anomaly.training import training_files
 
 if TYPE_CHECKING:
@@ -129,18 +128,12 @@ def load_windows(
 ) -> dict[Path, np.ndarray | AudioInputError]:
     """Log-mel windows in dB of each file (or the reason it cannot be read), kept in ``cache``."""
     cache = {} if cache is None else cache
-    files = [Path(f) for f in files]
-    for i, path in enumerate(files):
-        if path not in cache:
-            try:
-                cache[path] = windows(
-                    detector.log_mel_of(path, name=path.name), detector.params, name=path.name
-                )
-            except AudioInputError as exc:
-                log.warning("skipping %s", exc)
-                cache[path] = exc
-        if progress:
-            progress(i + 1, len(files))
+    missing = [path for path in dict.fromkeys(Path(f) for f in files) if path not in cache]
+    _, clip_windows, errors = detector.window_files(missing, progress=progress)
+    for i, path in enumerate(missing):
+        if i in errors:
+            log.warning("skipping %s", errors[i])
+        cache[path] = errors.get(i, clip_windows[i])
     return cache
 
 

@@ -176,14 +176,12 @@ def resolve_bundle(
         return fall_back(exc, "could not be downloaded")
 
     sha = path.name if _COMMIT_SHA.fullmatch(path.name) else info.sha
-    try:
-        verify_bundle(path)
-    except BundleError as exc:
-        _evict(path)
+    failure = _verification_failure(path)
+    if failure:
         return _bundled(
             bundled,
             repo_id,
-            f"Hub copy of {repo_id} @ {_short(sha)} failed verification ({_strip_path(exc, path)}); "
+            f"Hub copy of {repo_id} @ {_short(sha)} failed verification ({failure}); "
             f"using the bundled model in {_show(bundled)}",
             warn=True,
         )
@@ -254,15 +252,13 @@ def _from_cache(
             warn=True,
         )
     sha = path.name if _COMMIT_SHA.fullmatch(path.name) else None
-    try:
-        verify_bundle(path)
-    except BundleError as exc:
-        _evict(path)
+    failure = _verification_failure(path)
+    if failure:
         return _bundled(
             bundled,
             repo_id,
             f"Hub {repo_id} unreachable ({reason}) and the cached copy failed verification "
-            f"({_strip_path(exc, path)}); using the bundled model in {_show(bundled)}",
+            f"({failure}); using the bundled model in {_show(bundled)}",
             warn=True,
         )
     message = (
@@ -270,6 +266,17 @@ def _from_cache(
     )
     log.warning(message)
     return ResolvedBundle(path=path, source="hub-cache", revision=sha, repo_id=repo_id, message=message)
+
+
+def _verification_failure(path: Path) -> str | None:
+    """None if the snapshot verifies; else why not, after evicting it from the cache so that the next
+    attempt downloads it again instead of reusing the damaged files."""
+    try:
+        verify_bundle(path)
+    except BundleError as exc:
+        _evict(path)
+        return _strip_path(exc, path)
+    return None
 
 
 def _bundled(bundled: Path, repo_id: str | None, message: str, *, warn: bool = False) -> ResolvedBundle:
