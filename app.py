@@ -37,6 +37,7 @@ from anomaly import plots
 from anomaly.bundle import Calibration
 from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector
 from anomaly.errors import AudioInputError, BundleError
+from anomaly.features import AUDIO_EXTENSIONS
 
 log = logging.getLogger("anomaly.app")
 if __name__ == "__main__":  # run as the server: say what happens at start-up (model, warm-up, examples)
@@ -57,6 +58,10 @@ MAX_CALIBRATION_FILES = 200
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 300, 900
 
 BATCH_COLUMNS = ["file", "score", "percentile", "label", "error"]
+# What the upload boxes offer: any file the browser calls audio, plus the extensions it may not (WebM is
+# often "video/webm"). gr.Audio takes audio/* and audio/webm already.
+AUDIO_FILE_TYPES = ["audio", *AUDIO_EXTENSIONS]
+AUDIO_FORMATS_SHORT = "WAV, FLAC, OGG, MP3, M4A, WebM"
 
 
 # --- the model, loaded once -----------------------------------------------------------------------------
@@ -363,7 +368,8 @@ def analyze(
     """Check one gearbox recording: is it NORMAL, does it NEED MAINTENANCE, or is it a SEVERE ANOMALY?
 
     Args:
-        audio: a recording (WAV, FLAC or OGG; mono or stereo, any sample rate; at most 120 s and 50 MB).
+        audio: a recording (WAV, FLAC, OGG Vorbis/Opus, MP3, M4A/AAC or WebM/Opus; mono or stereo, any
+            sample rate up to 384 kHz; at most 120 s and 50 MB).
         show_anomaly_map: draw where the recording departs from normal over the spectrogram.
 
     Returns:
@@ -407,7 +413,7 @@ def score(audio: str | None, session: Session | None = None) -> dict:
     """Score one gearbox recording and return plain JSON (fast: no pictures, no anomaly map).
 
     Args:
-        audio: a recording (WAV, FLAC or OGG; at most 120 s and 50 MB).
+        audio: a recording (WAV, FLAC, OGG, MP3, M4A/AAC or WebM; at most 120 s and 50 MB).
 
     Returns:
         a dict with file, score, label (NORMAL, NEEDS MAINTENANCE or SEVERE ANOMALY), percentile (share in %
@@ -860,7 +866,7 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
                             audio_in = gr.Audio(
                                 sources=["upload", "microphone"],
                                 type="filepath",
-                                label="Recording (up to 120 s)",
+                                label=f"Recording (up to {MAX_SECONDS:g} s; {AUDIO_FORMATS_SHORT})",
                                 elem_id="audio-input",
                             )
                             analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
@@ -916,7 +922,12 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
                 f"Score up to {MAX_BATCH_FILES} recordings at once. A file that cannot be read becomes a row "
                 "with its error; the rest are scored."
             )
-            batch_in = gr.File(file_count="multiple", label="Recordings", elem_id="batch-input")
+            batch_in = gr.File(
+                file_count="multiple",
+                file_types=AUDIO_FILE_TYPES,
+                label=f"Recordings ({AUDIO_FORMATS_SHORT})",
+                elem_id="batch-input",
+            )
             batch_btn = gr.Button("Score all", variant="primary", elem_id="batch-button")
             batch_table = gr.Dataframe(
                 headers=BATCH_COLUMNS,
@@ -941,6 +952,7 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
                     )
                     calibration_in = gr.File(
                         file_count="multiple",
+                        file_types=AUDIO_FILE_TYPES,
                         label="Normal recordings of your machine",
                         elem_id="calibration-input",
                     )

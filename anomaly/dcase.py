@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+from anomaly.features import AUDIO_EXTENSIONS
+
+AUDIO_SUFFIXES = AUDIO_EXTENSIONS  # a folder lists what load_audio reads
 
 _DCASE = re.compile(
     r"^section_(?P<section>\d+)_(?P<domain>source|target)_(?P<split>train|test)_"

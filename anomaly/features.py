@@ -30,6 +30,35 @@ SILENCE_RMS = 1e-5
 # integer sample values stored as float); far enough above, the power spectrum overflows float32.
 MAX_PEAK = 1000.0
 
+# What the app and the CLI read. libsndfile reads WAV, FLAC and AIFF; FFmpeg (PyAV, which ships its own
+# build) reads the compressed formats, Ogg and MP3 included, so that every lossy format has one decoder.
+AUDIO_FORMATS = "WAV (8/16/24/32-bit integer or float), FLAC, OGG (Vorbis or Opus), MP3, M4A/AAC, WebM/Opus"
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".aif",
+    ".aiff",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".webm",
+)
+_FFMPEG_FORMATS = {"OGG", "MPEG"}  # libsndfile's names of formats it reads that FFmpeg reads instead
+# FFmpeg may open these containers and no others (it can probe hundreds, each a parser exposed to uploads).
+_FFMPEG_DEMUXERS = "ogg,mp3,mov,mp4,m4a,matroska,webm,aac"
+# Ceilings checked from the header before decoding. 384 kHz covers every audio interface and ultrasonic
+# recorder; a higher rate is damage or an attack (a 49 MB WAV whose header says 24 MHz).
+MAX_SAMPLE_RATE = 384_000
+# With a duration limit, at most this many sample values per second of it are decoded: 96 kHz stereo
+# (120 s -> 23 million samples, 92 MB as float32).
+MAX_SAMPLES_PER_SECOND = 96_000 * 2
+# Lossy encoders pad the end (AAC by up to one 1024-sample frame): a limit is not missed by that.
+CODEC_PADDING_S = 0.1
+
 
 @dataclass(frozen=True)
 class FeatureParams:
@@ -80,13 +109,18 @@ def load_audio(
     min_seconds: float = 0.0,
     max_seconds: float | None = None,
 ) -> np.ndarray:
-    """Read any file soundfile reads, downmix to mono and resample to ``sr``.
+    """Read a recording in any accepted format (``AUDIO_FORMATS``), downmix to mono and resample to ``sr``.
+
+    WAV, FLAC and AIFF are read by libsndfile (soundfile); Ogg, MP3, M4A/AAC and WebM by FFmpeg through
+    PyAV, whose wheels bring their own FFmpeg. Sample rate, duration and the number of samples are checked
+    from the file's header before any sample is decoded (``MAX_SAMPLE_RATE``, ``max_seconds`` and
+    ``MAX_SAMPLES_PER_SECOND``), and again while decoding when the header cannot say.
 
     Parameters
     ----------
     source : path or bytes of an audio file.
     sr : the sample rate the model expects.
-    name : what to call the file in error messages (defaults to the path).
+    name : what to call the file in error messages (defaults to the file's name).
     min_seconds, max_seconds : accepted duration range.
 
     Returns
@@ -96,7 +130,8 @@ def load_audio(
     Raises
     ------
     AudioInputError
-        empty, undecodable, truncated, too short or too long, silent or non-finite input.
+        empty, undecodable, truncated, too short or too long, silent or non-finite input, or a header
+        beyond the ceilings.
 
     Examples
     --------
@@ -106,35 +141,201 @@ def load_audio(
     if isinstance(source, bytes):
         if not source:
             raise AudioInputError(label, "the file is empty")
-        handle: object = io.BytesIO(source)
     else:
         path = Path(source)
         if not path.is_file():
             raise AudioInputError(label, "no such file")
         if path.stat().st_size == 0:
             raise AudioInputError(label, "the file is empty")
-        handle = str(path)
-    try:
-        info = sf.info(handle)
-        if isinstance(handle, io.BytesIO):
-            handle.seek(0)
-        if info.frames <= 0 or info.samplerate <= 0:
-            raise AudioInputError(label, "the file holds no audio samples")
-        seconds = info.frames / info.samplerate
-        if max_seconds is not None and seconds > max_seconds:
-            raise AudioInputError(
-                label, f"the recording is {seconds:.1f} s long; at most {max_seconds:g} s can be scored"
-            )
-        data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
-    except AudioInputError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
-        # libsndfile quotes the full path (a server's temp folder, for uploads): say the file's name only.
-        reason = _short(exc)
-        if not isinstance(source, bytes):
-            reason = reason.replace(str(source), label)
-        raise AudioInputError(label, f"not a readable audio file ({reason})") from None
+    info, sf_problem = None, None
+    if not _is_compressed(_head(source)):
+        try:
+            info = sf.info(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
+            sf_problem = _libsndfile_problem(exc, source, label)
+    if info is not None and info.format not in _FFMPEG_FORMATS:
+        data, file_sr = _read_soundfile(source, info, label, max_seconds)
+    else:
+        data, file_sr = _read_ffmpeg(source, label, max_seconds, sf_problem)
     return prepare_waveform(data, file_sr, sr, name=label, min_seconds=min_seconds)
+
+
+def _read_soundfile(
+    source: str | Path | bytes, info, label: str, max_seconds: float | None
+) -> tuple[np.ndarray, int]:
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioInputError(label, "the file holds no audio samples")
+    check_header(label, info.samplerate, info.frames / info.samplerate, info.channels, max_seconds)
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
+        raise AudioInputError(
+            label, f"not a readable audio file ({_libsndfile_problem(exc, source, label)})"
+        ) from None
+    return data, file_sr
+
+
+def check_header(
+    label: str,
+    file_sr: float,
+    seconds: float | None,
+    channels: int,
+    max_seconds: float | None,
+    *,
+    slack_s: float = 0.0,
+) -> None:
+    """Refuse, from what a header says, a file whose samples would cost more than one upload may.
+
+    ``seconds`` is None when the container does not say (a WebM recorded by a browser); the decoder then
+    stops at the same limits as it goes. ``slack_s`` allows for headers that count an encoder's padding or
+    estimate the duration from the bit rate.
+    """
+    if file_sr > MAX_SAMPLE_RATE:
+        raise AudioInputError(
+            label,
+            f"the header gives a sample rate of {file_sr:.0f} Hz; at most {MAX_SAMPLE_RATE} Hz is accepted",
+        )
+    if seconds is None or max_seconds is None:
+        return
+    if seconds > max_seconds + slack_s:
+        raise AudioInputError(
+            label, f"the recording is {seconds:.1f} s long; at most {max_seconds:g} s can be scored"
+        )
+    limit = max_samples(max_seconds)
+    values = file_sr * max(seconds - slack_s, 0.0) * max(channels, 1)
+    if values > limit:
+        raise AudioInputError(
+            label,
+            f"the file holds {values / 1e6:.1f} million samples ({file_sr:.0f} Hz x {seconds:.1f} s x "
+            f"{channels} channels); at most {limit / 1e6:.1f} million can be decoded",
+        )
+
+
+def max_samples(max_seconds: float) -> int:
+    """Most sample values (rate x seconds x channels) decoded from one recording of at most ``max_seconds``."""
+    return int(max_seconds * MAX_SAMPLES_PER_SECOND)
+
+
+def _read_ffmpeg(
+    source: str | Path | bytes, label: str, max_seconds: float | None, sf_problem: str | None
+) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with FFmpeg (PyAV), within the header and running limits."""
+    import av
+
+    try:
+        container = av.open(
+            io.BytesIO(source) if isinstance(source, bytes) else str(source),
+            container_options={"format_whitelist": _FFMPEG_DEMUXERS},
+        )
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        # Neither library knows the file. libsndfile's reason is the useful one when it knew the format
+        # (a WAV without its data chunk); otherwise say what is accepted.
+        reason = sf_problem if sf_problem and "not recognised" not in sf_problem else None
+        raise AudioInputError(
+            label,
+            f"not a readable audio file ({reason or 'the format is not recognised, or the file is damaged'}); "
+            f"accepted formats: {AUDIO_FORMATS}",
+        ) from None
+    with container:
+        if not container.streams.audio:
+            raise AudioInputError(label, "the file holds no audio stream")
+        stream = container.streams.audio[0]
+        file_sr = int(stream.codec_context.sample_rate or 0)
+        channels = int(stream.codec_context.channels or 0)
+        if file_sr <= 0 or channels <= 0:
+            raise AudioInputError(label, "the file holds no audio samples")
+        seconds = None
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration:
+            seconds = container.duration / av.time_base
+        # The exact check is on the decoded samples, below.
+        check_header(label, file_sr, seconds, channels, max_seconds, slack_s=1.0)
+        limit_seconds = None if max_seconds is None else max_seconds + CODEC_PADDING_S
+        limit_values = None if max_seconds is None else max_samples(max_seconds)
+        chunks: list[np.ndarray] = []
+        resampler = None
+        decoded = values = damaged = packets = 0
+        try:
+            for packet in container.demux(stream):
+                packets += 1
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    damaged += 1  # a player skips a broken packet; too many and the file is refused
+                    continue
+                for frame in frames:
+                    if frame.sample_rate != file_sr:
+                        raise AudioInputError(label, "the sample rate changes within the file")
+                    if resampler is None:  # to float, planar; same rate and layout (our resampler follows)
+                        resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=file_sr)
+                    for converted in resampler.resample(frame):
+                        chunk = converted.to_ndarray()
+                        chunks.append(chunk)
+                        decoded += chunk.shape[1]
+                        values += chunk.size
+                    if limit_seconds is not None and decoded / file_sr > limit_seconds:
+                        raise AudioInputError(
+                            label,
+                            f"the recording is longer than {max_seconds:g} s; at most "
+                            f"{max_seconds:g} s can be scored",
+                        )
+                    if limit_values is not None and values > limit_values:
+                        raise AudioInputError(
+                            label,
+                            f"the file holds more than {limit_values / 1e6:.1f} million samples "
+                            f"({file_sr} Hz x {channels} channels); at most {limit_values / 1e6:.1f} "
+                            "million can be decoded",
+                        )
+        except av.error.FFmpegError as exc:
+            raise AudioInputError(label, f"not a readable audio file ({_ffmpeg_problem(exc)})") from None
+    if damaged > max(2, packets // 100):
+        raise AudioInputError(
+            label, f"not a readable audio file ({damaged} of {packets} audio packets are damaged)"
+        )
+    if not chunks:
+        raise AudioInputError(label, "the file holds no audio samples")
+    data = np.concatenate(chunks, axis=1).T
+    if max_seconds is not None and len(data) / file_sr > max_seconds + CODEC_PADDING_S:
+        raise AudioInputError(
+            label,
+            f"the recording is {len(data) / file_sr:.1f} s long; at most {max_seconds:g} s can be scored",
+        )
+    return data, file_sr
+
+
+def _head(source: str | Path | bytes) -> bytes:
+    if isinstance(source, bytes):
+        return source[:16]
+    with open(source, "rb") as fh:
+        return fh.read(16)
+
+
+def _is_compressed(head: bytes) -> bool:
+    """Ogg, MP3 (ID3 tag or frame sync), AAC (ADTS), MP4/M4A or Matroska/WebM by their first bytes.
+
+    These go straight to FFmpeg: libsndfile would read Ogg and MP3 too, and its MP3 decoder prints to
+    the server's stderr on the way.
+    """
+    return (
+        head.startswith((b"OggS", b"ID3", b"\x1a\x45\xdf\xa3"))
+        or head[4:8] == b"ftyp"
+        or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    )
+
+
+def _libsndfile_problem(exc: BaseException, source: str | Path | bytes, label: str) -> str:
+    # libsndfile quotes the full path (a server's temp folder, for uploads): say the file's name only.
+    reason = getattr(exc, "error_string", None) or _short(exc)
+    if not isinstance(source, bytes):
+        reason = reason.replace(str(source), label)
+    return reason.rstrip(".")
+
+
+def _ffmpeg_problem(exc: BaseException) -> str:
+    # strerror, not str(exc): the latter quotes the path of the file.
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
 
 
 def prepare_waveform(

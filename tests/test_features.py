@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 
 import numpy as np
@@ -250,3 +251,37 @@ def test_samples_far_beyond_full_scale_are_refused(tmp_path):
     assert np.isfinite(
         log_mel_file(write(tmp_path / "hot.wav", tone(300, 16000, 3.0, amp=4.0), 16000, "FLOAT"), P)
     ).all()
+
+
+def _wav_header(sr: int, channels: int, data_bytes: int, bits: int = 16) -> bytes:
+    block = channels * bits // 8
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, sr, sr * block, block, bits)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+
+
+def test_a_header_claiming_24_mhz_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "fast.wav"
+    path.write_bytes(_wav_header(24_000_000, 1, 48_000_000) + b"\0" * 4096)
+    with pytest.raises(AudioInputError, match="24000000 Hz; at most 384000 Hz is accepted") as info:
+        load_audio(path, sr=16000, max_seconds=120)
+    assert str(info.value).startswith("fast.wav:")
+
+
+def test_rate_times_duration_times_channels_has_a_ceiling(tmp_path):
+    # 100 s of 192 kHz stereo is within the duration limit but twice the samples of 96 kHz stereo.
+    path = tmp_path / "hires.wav"
+    header = _wav_header(192_000, 2, 100 * 192_000 * 4)
+    path.write_bytes(header)
+    os.truncate(path, len(header) + 100 * 192_000 * 4)  # sparse: libsndfile counts the bytes present
+    with pytest.raises(
+        AudioInputError,
+        match=r"38\.4 million samples \(192000 Hz x 100\.0 s x 2 channels\); at most 23\.0 million",
+    ):
+        load_audio(path, sr=16000, max_seconds=120)
