@@ -32,6 +32,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL.Image import DecompressionBombError
 
 from anomaly import plots
 from anomaly.bundle import Calibration
@@ -171,17 +172,17 @@ def user_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
 def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
     """Let a file PIL cannot open through to the handler instead of failing inside gradio.
 
-    ``gr.Image`` opens every upload before the handler runs and would answer a broken or non-image file
-    with a bare "error"; the engine's ``image_to_log_mel`` says which file and what is wrong with it. (An
-    instance attribute rather than a subclass: gradio writes a ``.pyi`` stub next to any module that
-    defines a component class.)
+    ``gr.Image`` opens every upload before the handler runs and would answer a broken or non-image file,
+    or a decompression bomb, with a bare "error"; the engine's ``image_to_log_mel`` says which file and
+    what is wrong with it. (An instance attribute rather than a subclass: gradio writes a ``.pyi`` stub
+    next to any module that defines a component class.)
     """
     preprocess = component.preprocess
 
     def tolerant(payload):
         try:
             return preprocess(payload)
-        except OSError:  # PIL.UnidentifiedImageError and truncated files
+        except (OSError, DecompressionBombError):  # unreadable, truncated, or beyond PIL's pixel limit
             if payload is None or not getattr(payload, "path", None):
                 raise
             return str(payload.path)
@@ -405,7 +406,7 @@ def analyze_spectrogram(
         raise gr.Error("Upload a spectrogram image first.", title="No image")
     detector = detector_for(session)
     with user_errors("analysing the spectrogram image", [image]):
-        analysis = detector.analyze_image(image, name=Path(image).name, explain=True)
+        analysis = detector.analyze_image(image, name=Path(image).name, explain=True, max_seconds=MAX_SECONDS)
         return (*_view(analysis, detector, show_anomaly_map), analysis)
 
 

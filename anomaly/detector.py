@@ -264,10 +264,13 @@ class Detector:
         spec = self.log_mel_of(source, name=label, max_seconds=max_seconds)
         return self.analyze_log_mel(spec, name=label, explain=explain, started=started)
 
-    def analyze_image(self, image: object, *, name: str = "image", explain: bool = False) -> Analysis:
-        """Score a spectrogram image (see ``anomaly.features`` for the convention)."""
+    def analyze_image(
+        self, image: object, *, name: str = "image", explain: bool = False, max_seconds: float | None = None
+    ) -> Analysis:
+        """Score a spectrogram image (see ``anomaly.features`` for the convention); with ``max_seconds``,
+        images wider than a recording that long are refused before their pixels are decoded."""
         started = time.perf_counter()
-        spec = image_to_log_mel(image, self.params, name=name)
+        spec = image_to_log_mel(image, self.params, name=name, max_seconds=max_seconds)
         return self.analyze_log_mel(spec, name=name, explain=explain, started=started)
 
     def analyze_log_mel(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -502,28 +503,46 @@ def log_mel_to_image(spec_db: np.ndarray, params: FeatureParams) -> np.ndarray:
     return np.flipud(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
-def image_to_log_mel(image: object, params: FeatureParams, *, name: str = "image") -> np.ndarray:
+def max_frames(params: FeatureParams, max_seconds: float) -> int:
+    """Frames of the longest recording allowed (``log_mel`` frames a recording of n samples n // hop + 1)."""
+    return int(round(max_seconds * params.sr)) // params.hop_length + 1
+
+
+def image_to_log_mel(
+    image: object, params: FeatureParams, *, name: str = "image", max_seconds: float | None = None
+) -> np.ndarray:
     """Read a spectrogram image (path, bytes, PIL image or array) back into log-mel decibels.
 
     Accepts 8-bit grayscale, or RGB(A) whose three colour channels are equal (a gray image saved as
     colour). Colour-mapped pictures and images of the wrong height are refused with a message that says
-    what is expected.
+    what is expected. With ``max_seconds``, an image wider than the frames of a recording that long is
+    refused; the size is read from the file's header, before its pixels are decoded, and decompression
+    bombs (PIL's limit) are refused with a message.
     """
     from PIL import Image, UnidentifiedImageError
 
+    widest = None if max_seconds is None else max_frames(params, max_seconds)
     try:
-        if isinstance(image, (str, Path)):
-            with Image.open(image) as im:
-                im.load()
-                arr = _image_array(im)
-        elif isinstance(image, bytes):
-            with Image.open(io.BytesIO(image)) as im:
+        if isinstance(image, (str, Path, bytes)):
+            with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as im:
+                _check_image_size(im.size, params, name, widest)
                 im.load()
                 arr = _image_array(im)
         elif isinstance(image, Image.Image):
+            _check_image_size(image.size, params, name, widest)
             arr = _image_array(image)
         else:
             arr = np.asarray(image)
+    except Image.DecompressionBombError as exc:
+        # PIL refuses before decoding and says how many pixels the header claims.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)) / 1e6:.0f} million pixels" if claimed else "too many pixels"
+        raise AudioInputError(
+            name,
+            f"the image holds {size}, more than {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} million "
+            "(a decompression bomb); a spectrogram is "
+            f"{params.n_mels} pixels high and {_width_range(params, widest)} wide",
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise AudioInputError(name, f"not a readable image ({_short(exc)})") from None
     if arr.ndim == 3:
@@ -549,20 +568,36 @@ def image_to_log_mel(image: object, params: FeatureParams, *, name: str = "image
             raise AudioInputError(name, "pixel values must be 8-bit (0 to 255)")
         arr = arr.astype(np.uint8)
     height, width = arr.shape
+    _check_image_size((width, height), params, name, widest)
+    if int(arr.max()) == int(arr.min()):
+        raise AudioInputError(name, "the image is blank (every pixel has the same value)")
+    db = params.db_min + np.flipud(arr).astype(np.float32) / 255.0 * (params.db_max - params.db_min)
+    return np.ascontiguousarray(db, dtype=np.float32)
+
+
+def _width_range(params: FeatureParams, widest: int | None) -> str:
+    return f"at least {params.window_frames}" + ("" if widest is None else f" and at most {widest}")
+
+
+def _check_image_size(size: tuple[int, int], params: FeatureParams, name: str, widest: int | None) -> None:
+    width, height = size
     if height != params.n_mels:
         raise AudioInputError(
             name,
             f"the image is {width}x{height} pixels; a spectrogram must be {params.n_mels} pixels high "
-            f"(one row per mel band) and at least {params.window_frames} wide",
+            f"(one row per mel band) and {_width_range(params, widest)} wide",
         )
     if width < params.window_frames:
         raise AudioInputError(
             name, f"the image is {width} pixels wide; at least {params.window_frames} frames are needed"
         )
-    if int(arr.max()) == int(arr.min()):
-        raise AudioInputError(name, "the image is blank (every pixel has the same value)")
-    db = params.db_min + np.flipud(arr).astype(np.float32) / 255.0 * (params.db_max - params.db_min)
-    return np.ascontiguousarray(db, dtype=np.float32)
+    if widest is not None and width > widest:
+        seconds = (widest - 1) * params.frame_seconds
+        raise AudioInputError(
+            name,
+            f"the image is {width} pixels wide, a recording of {(width - 1) * params.frame_seconds:.0f} s; "
+            f"at most {widest} frames ({seconds:g} s) can be scored",
+        )
 
 
 def _image_array(im: object) -> np.ndarray:

@@ -285,3 +285,37 @@ def test_rate_times_duration_times_channels_has_a_ceiling(tmp_path):
         match=r"38\.4 million samples \(192000 Hz x 100\.0 s x 2 channels\); at most 23\.0 million",
     ):
         load_audio(path, sr=16000, max_seconds=120)
+
+
+def _png(width: int, height: int) -> bytes:
+    """A large, highly compressible grayscale PNG (a few hundred KB) written row by row by PIL."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 0).save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def test_an_image_wider_than_the_longest_recording_is_refused_before_decoding(monkeypatch):
+    from PIL import ImageFile
+
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(
+        AudioInputError, match=r"400000 pixels wide, a recording of 12800 s; at most 3751 frames \(120 s\)"
+    ):
+        image_to_log_mel(_png(400_000, 128), P, name="wide.png", max_seconds=120)
+    assert not decoded
+
+
+def test_wide_images_are_read_without_a_limit():
+    pixels = np.random.default_rng(0).integers(0, 255, (128, 4000), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    assert image_to_log_mel(buffer.getvalue(), P).shape == (128, 4000)
+    with pytest.raises(AudioInputError, match="at most 3751 frames"):
+        image_to_log_mel(buffer.getvalue(), P, max_seconds=120)
+
+
+def test_a_decompression_bomb_is_refused_with_its_size():
+    with pytest.raises(AudioInputError, match=r"holds 400 million pixels, more than 179 million") as info:
+        image_to_log_mel(_png(20_000, 20_000), P, name="bomb.png", max_seconds=120)
+    assert str(info.value).startswith("bomb.png:")
