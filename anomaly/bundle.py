@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,90 @@ def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: st
     return Bundle(path=bundle_dir, config=config, arrays=arrays, source=source, revision=revision)
 
 
+# --- arrays from files a user hands us ---------------------------------------------------------------
+
+# A calibration holds a scorer for one embedding (PCA components, per-domain means and covariances), its
+# held-out scores and a standardiser: well under 1 MB today. The ceilings leave room for richer ones and
+# keep a hostile file (a 2 GB array of zeros compresses to 2 MB) from being allocated.
+CALIBRATION_MAX_BYTES = 64 * 2**20
+CALIBRATION_MAX_ELEMENTS = 8_000_000
+# numpy dtype kinds a calibration may hold: booleans, numbers and text (never objects, i.e. pickles).
+_PLAIN_KINDS = set("biufcUS")
+
+
+def read_npz_checked(
+    path: str | Path, *, max_bytes: int, max_elements: int, name: str | None = None
+) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, after checking the file and each array's header against limits.
+
+    The zip directory and each member's ``.npy`` header (shape and dtype) are read first; nothing is
+    loaded unless the file is a zip of ``.npy`` members holding plain arrays (no objects) whose sizes,
+    summed, stay within ``max_elements`` and ``max_bytes`` (in memory), and the file itself within
+    ``max_bytes``. A refusal is a ``BundleError`` naming ``name`` (default: the file's name) and the limit.
+
+    Examples
+    --------
+    >>> arrays = read_npz_checked("calibration.npz", max_bytes=2**26, max_elements=10**7)  # doctest: +SKIP
+    """
+    import zipfile
+
+    path = Path(path)
+    name = name or path.name
+    not_ours = f"{name}: not a calibration file of this tool"
+    if not path.is_file():
+        raise BundleError(f"{name}: calibration file not found")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BundleError(
+            f"{name}: the file is {size / 2**20:.0f} MB; at most {max_bytes / 2**20:.0f} MB is read"
+        )
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"{not_ours} (not an .npz archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            headers = {}
+            for member in members:
+                if not member.filename.endswith(".npy") or member.is_dir():
+                    raise BundleError(f"{not_ours} (it holds {member.filename!r}, not an array)")
+                with archive.open(member) as fh:
+                    headers[member.filename] = _npy_header(fh)
+            elements = nbytes = 0
+            for member_name, (shape, dtype) in headers.items():
+                if dtype.kind not in _PLAIN_KINDS or dtype.fields is not None:
+                    raise BundleError(f"{not_ours} ({member_name[:-4]} holds {dtype} values)")
+                count = math.prod(shape)
+                elements += count
+                nbytes += count * dtype.itemsize
+            if elements > max_elements or nbytes > max_bytes:
+                raise BundleError(
+                    f"{name}: the arrays hold {elements:,} values ({nbytes / 2**20:,.0f} MB in memory); a "
+                    f"calibration file may hold at most {max_elements:,} values and {max_bytes / 2**20:.0f} MB"
+                )
+            arrays = {}
+            for member in members:
+                with archive.open(member) as fh:
+                    arrays[member.filename[:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+            return arrays
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+        # Damaged archive or array data: say so without numpy's wording (which talks about pickles).
+        raise BundleError(f"{not_ours} (damaged: {type(exc).__name__})") from None
+
+
+def _npy_header(fh) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an ``.npy`` header, reading nothing of the data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"npy format version {version}")
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
 # --- calibration files ------------------------------------------------------------------------------
 
 
@@ -240,9 +325,8 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
     """Read a calibration file and refuse it unless it was made with this bundle's encoder."""
     path = Path(path)
     name = path.name
+    arrays = read_npz_checked(path, max_bytes=CALIBRATION_MAX_BYTES, max_elements=CALIBRATION_MAX_ELEMENTS)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
         meta = json.loads(str(arrays.pop("meta")))
         scorer = MahalanobisScorer.from_arrays(arrays)
         thresholds = Thresholds.from_dict(meta["thresholds"])
@@ -252,9 +336,7 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
             if "embed_mean" in arrays
             else None
         )
-    except FileNotFoundError:
-        raise BundleError(f"{name}: calibration file not found") from None
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, EOFError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise BundleError(
             f"{name}: not a calibration file of this tool ({type(exc).__name__}: {exc})"
         ) from None

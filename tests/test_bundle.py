@@ -127,3 +127,76 @@ def test_garbage_calibration_file_is_refused(tiny_bundle, tmp_path):
     path.write_bytes(b"not an npz")
     with pytest.raises(BundleError, match="not a calibration file"):
         load_calibration(path, load_bundle(tiny_bundle))
+
+
+# --- arrays from untrusted files ------------------------------------------------------------------------
+
+
+def _npz(path, **arrays):
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def test_read_npz_checked_reads_plain_arrays(tmp_path):
+    from anomaly.bundle import read_npz_checked
+
+    path = _npz(tmp_path / "ok.npz", a=np.arange(6.0).reshape(2, 3), meta=np.asarray('{"k": 1}'))
+    arrays = read_npz_checked(path, max_bytes=1 << 20, max_elements=100)
+    np.testing.assert_array_equal(arrays["a"], np.arange(6.0).reshape(2, 3))
+    assert str(arrays["meta"]) == '{"k": 1}'
+
+
+def test_a_huge_array_is_refused_from_its_header_before_loading(tmp_path, monkeypatch):
+    from anomaly.bundle import read_npz_checked
+
+    # 2 GB of zeros compresses to about 2 MB: write its header and a little data, as an attacker would.
+    path = tmp_path / "huge.npz"
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive, archive.open("scorer_components.npy", "w") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f8", "fortran_order": False, "shape": (16384, 16384)}
+        )
+        fh.write(b"\0" * 1024)
+    loaded = []
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: loaded.append(1))
+    with pytest.raises(
+        BundleError, match=r"268,435,456 values \(2,048 MB in memory\).*at most 8,000,000 values"
+    ):
+        read_npz_checked(path, max_bytes=64 << 20, max_elements=8_000_000)
+    assert not loaded
+
+
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (lambda p: p.write_bytes(b"not an npz"), "not an .npz archive"),
+        (
+            lambda p: np.save(p.with_suffix(".npy"), np.zeros(3)) or p.with_suffix(".npy").rename(p),
+            "not an .npz",
+        ),
+        (lambda p: _npz(p, a=np.array([{"x": 1}], dtype=object)), "holds object values"),
+        (lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 100), "not a calibration file"),
+    ],
+    ids=["text", "npy", "pickle", "broken-zip"],
+)
+def test_garbage_npz_is_not_a_calibration_file(tmp_path, tiny_bundle, make, phrase):
+    path = tmp_path / "cal.npz"
+    make(path)
+    with pytest.raises(BundleError, match=phrase) as info:
+        load_calibration(path, load_bundle(tiny_bundle))
+    message = str(info.value)
+    assert message.startswith("cal.npz: not a calibration file of this tool")
+    assert "pickle" not in message and str(tmp_path) not in message
+
+
+def test_a_zip_holding_other_files_is_not_a_calibration_file(tmp_path):
+    import zipfile
+
+    from anomaly.bundle import read_npz_checked
+
+    path = tmp_path / "cal.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(BundleError, match="holds 'notes.txt', not an array"):
+        read_npz_checked(path, max_bytes=1 << 20, max_elements=100)
