@@ -144,6 +144,26 @@ def read_config(bundle_dir: str | Path) -> dict:
         raise BundleError(f"{path}: config.json is not valid JSON ({exc})") from None
 
 
+def check_config(config: dict, *, where: str = "config.json") -> None:
+    """Validate what a bundle's models are built from, as a whole, before anything is built.
+
+    Raises ``BundleError`` with one line naming the section and every problem in it.
+    """
+    sections = {
+        "preprocessing": FeatureParams.from_dict,
+        "thresholds": Thresholds.from_dict,
+        "embedding": lambda e: check_recipe(e["recipe"]),
+    }
+    for section, check in sections.items():
+        if section not in config:
+            raise BundleError(f"{where} has no {section!r} section")
+        try:
+            check(config[section])
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise BundleError(f"{where} has invalid {section}: {detail}") from None
+
+
 def verify_bundle(bundle_dir: str | Path) -> dict:
     """Check format version, preprocessing and the sha256 of every file; return the config."""
     bundle_dir = Path(bundle_dir)
@@ -156,13 +176,7 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
             f"{bundle_dir}: bundle format version {version!r} is not supported (this code reads version "
             f"{FORMAT_VERSION}); retrain or update the code"
         )
-    try:
-        FeatureParams.from_dict(config["preprocessing"])
-        Thresholds.from_dict(config["thresholds"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(
-            f"{bundle_dir}: config.json has invalid preprocessing or thresholds ({exc})"
-        ) from None
+    check_config(config, where=f"{bundle_dir}: config.json")
     files = config.get("files") or {}
     for name in BUNDLE_FILES:
         path = bundle_dir / name

@@ -82,6 +82,54 @@ class FeatureParams:
     db_min: float = -100.0
     db_max: float = 20.0
 
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these parameters, as a whole: types, ranges and relations (empty if nothing).
+
+        Checked before anything is built from them, so that a damaged ``config.json`` is refused in one line
+        instead of dividing by zero or allocating gigabytes (``n_fft`` 2**30) later.
+        """
+        out: list[str] = []
+
+        def whole(field: str, low: int, high: int, unit: str = "") -> bool:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                out.append(f"{field} must be a whole number from {low} to {high}{unit}, not {value!r}")
+                return False
+            return True
+
+        def number(field: str, optional: bool = False) -> bool:
+            value = getattr(self, field)
+            if optional and value is None:
+                return True
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                out.append(f"{field} must be a finite number, not {value!r}")
+                return False
+            return True
+
+        sr_ok = whole("sr", 4000, 192_000, " Hz")
+        n_fft_ok = whole("n_fft", 16, 16384)
+        if n_fft_ok:
+            whole("hop_length", 1, self.n_fft, " (n_fft)")
+            whole("n_mels", 1, min(512, self.n_fft // 2 + 1), " (n_fft / 2 + 1, at most 512)")
+        if number("fmin") and number("fmax", optional=True) and sr_ok:
+            top = self.sr / 2 if self.fmax is None else self.fmax
+            if not 0 <= self.fmin < top <= self.sr / 2:
+                out.append(
+                    f"need 0 <= fmin < fmax <= sr / 2 = {self.sr / 2:g} Hz, not fmin {self.fmin!r}, fmax {self.fmax!r}"
+                )
+        if number("power") and not 0 < self.power <= 4:
+            out.append(f"power must be above 0 and at most 4, not {self.power!r}")
+        if whole("window_frames", 1, 100_000):
+            whole("window_hop_frames", 1, self.window_frames, " (window_frames)")
+        if number("db_min") and number("db_max") and not self.db_min < self.db_max:
+            out.append(f"db_min ({self.db_min!r}) must be below db_max ({self.db_max!r})")
+        return out
+
     @property
     def window_seconds(self) -> float:
         return (self.window_frames - 1) * self.hop_length / self.sr
@@ -96,6 +144,8 @@ class FeatureParams:
     @classmethod
     def from_dict(cls, data: dict) -> FeatureParams:
         known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise ValueError(f"preprocessing must be a JSON object, not {type(data).__name__}")
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing parameters: {sorted(unknown)}")

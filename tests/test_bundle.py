@@ -200,3 +200,60 @@ def test_a_zip_holding_other_files_is_not_a_calibration_file(tmp_path):
         archive.writestr("notes.txt", "hello")
     with pytest.raises(BundleError, match="holds 'notes.txt', not an array"):
         read_npz_checked(path, max_bytes=1 << 20, max_elements=100)
+
+
+# --- the config, validated as a whole -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"sr": 0}, "sr must be a whole number from 4000 to 192000 Hz, not 0"),
+        ({"sr": -1}, "sr must be a whole number from 4000 to 192000 Hz, not -1"),
+        ({"sr": "abc"}, "sr must be a whole number from 4000 to 192000 Hz, not 'abc'"),
+        ({"sr": 16000.5}, "not 16000.5"),
+        ({"hop_length": 0}, "hop_length must be a whole number from 1 to 1024 (n_fft), not 0"),
+        ({"hop_length": 2048}, "hop_length must be a whole number from 1 to 1024 (n_fft)"),
+        ({"n_fft": 2**30}, "n_fft must be a whole number from 16 to 16384, not 1073741824"),
+        ({"n_mels": 0}, "n_mels must be a whole number from 1 to 512"),
+        ({"fmax": 12000.0}, "need 0 <= fmin < fmax <= sr / 2 = 8000 Hz"),
+        ({"window_frames": 0}, "window_frames must be a whole number from 1 to 100000, not 0"),
+        ({"db_min": 30.0}, "db_min (30.0) must be below db_max (20.0)"),
+        ({"power": None}, "power must be a finite number, not None"),
+        ({"hop": 512}, "unknown preprocessing parameters: ['hop']"),
+    ],
+)
+def test_invalid_preprocessing_is_refused_in_one_line(bundle_copy, change, phrase):
+    config = read_config(bundle_copy)
+    config["preprocessing"].update(change)
+    write_config(bundle_copy, config)  # valid checksums: only the meaning is wrong
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle_copy)
+    message = str(info.value)
+    assert "config.json has invalid preprocessing: " in message and phrase in message, message
+    assert "\n" not in message
+
+
+def test_every_problem_is_named_at_once(bundle_copy):
+    config = read_config(bundle_copy)
+    config["preprocessing"].update(sr=0, hop_length=0)
+    write_config(bundle_copy, config)
+    with pytest.raises(BundleError, match="sr must be .*; hop_length must be"):
+        verify_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "phrase"),
+    [
+        ("embedding", {}, "invalid embedding: missing 'recipe'"),
+        ("embedding", {"recipe": ["nonsense"]}, "unknown embedding blocks"),
+        ("preprocessing", [], "preprocessing must be a JSON object"),
+        ("thresholds", {"maintenance": "x"}, "invalid thresholds"),
+    ],
+)
+def test_invalid_sections_are_refused(bundle_copy, section, value, phrase):
+    config = read_config(bundle_copy)
+    config[section] = value
+    write_config(bundle_copy, config)
+    with pytest.raises(BundleError, match=phrase):
+        load_bundle(bundle_copy)

@@ -263,6 +263,53 @@ def test_app_refuses_to_start_on_a_damaged_bundle_with_one_clear_line(tiny_bundl
     assert_clear_error(done, "does not match its checksum" if damage == "tampered" else "does not exist")
 
 
+def with_preprocessing(tiny_bundle: Path, folder: Path, **change) -> Path:
+    """A copy of the tiny bundle whose config.json (checksums intact) says ``change``."""
+    from anomaly.bundle import read_config, write_config
+
+    bundle = Path(shutil.copytree(tiny_bundle, folder))
+    config = read_config(bundle)
+    config["preprocessing"].update(change)
+    write_config(bundle, config)
+    return bundle
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"sr": 0}, "sr must be a whole number"),
+        ({"sr": "abc"}, "not 'abc'"),
+        ({"hop_length": 0}, "hop_length must be"),
+        ({"n_fft": 2**30}, "n_fft must be a whole number from 16 to 16384"),
+    ],
+    ids=["sr-0", "sr-text", "hop-0", "n_fft-2^30"],
+)
+def test_invalid_bundle_config_is_one_line_and_exit_2_from_the_cli(
+    tiny_bundle, clip, tmp_path, change, phrase
+):
+    bundle = with_preprocessing(tiny_bundle, tmp_path / "bundle", **change)
+    done, elapsed = run_cli(["predict", str(clip), "--bundle", str(bundle)], cwd=ROOT, env=clean_env())
+    assert done.returncode == 2
+    assert_clear_error(done, "config.json has invalid preprocessing", phrase)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert elapsed < 60.0
+
+
+def test_app_refuses_to_start_on_an_invalid_bundle_config_with_one_line(tiny_bundle, tmp_path):
+    bundle = with_preprocessing(tiny_bundle, tmp_path / "bundle", sr=0)
+    env = clean_env(ANOMALY_BUNDLE=str(bundle), GRADIO_SERVER_PORT="0", PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=APP_EXIT_TIMEOUT_S,
+    )
+    assert_clear_error(done, "config.json has invalid preprocessing: sr must be a whole number")
+    assert "ZeroDivisionError" not in done.stderr
+
+
 # --- calibration files -------------------------------------------------------------------------------
 
 
