@@ -432,6 +432,23 @@ def ping() -> str:
     return "ok"
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a single quote before a leading = + - @, tab or carriage
+    return, as OWASP recommends (a file named ``=HYPERLINK(...)+1.wav`` would otherwise run). Numbers
+    such as -1.5 are left as they are."""
+    if not isinstance(cell, str) or not cell.startswith(FORMULA_STARTS):
+        return cell
+    try:
+        float(cell)
+    except ValueError:
+        return "'" + cell
+    return cell
+
+
 def batch(
     files: list[str] | None,
     session: Session | None = None,
@@ -443,7 +460,8 @@ def batch(
         files: the recordings (at most 100 per batch; each at most 120 s and 50 MB).
 
     Returns:
-        a table with one row per file (file, score, percentile, label, error) and the same table as CSV.
+        a table with one row per file (file, score, percentile, label, error) and the same table as CSV
+        (where a cell that a spreadsheet would run as a formula starts with a single quote).
     """
     if not files:
         raise gr.Error("Choose one or more recordings first.", title="No files")
@@ -473,7 +491,7 @@ def batch(
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(BATCH_COLUMNS)
-            writer.writerows(["" if v is None else v for v in row] for row in rows)
+            writer.writerows(["" if v is None else spreadsheet_safe(v) for v in row] for row in rows)
         return table.where(table.notna(), None), str(path)
 
 

@@ -289,3 +289,20 @@ def test_an_unavailable_hub_model_falls_back_and_the_page_says_why(launch_app, t
             handle_file(str(example_clips / "normal_source.wav")), api_name="/score"
         )
     assert result["model"]["source"] == "bundled" and result["model"]["repo_id"] == repo
+
+
+def test_batch_csv_cells_cannot_run_as_formulas(client, example_clips, tmp_path):
+    names = ['=HYPERLINK("evil")+1.wav', "+1+2.wav", "-3+4.wav", "@SUM(A1).wav"]
+    files = []
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes((example_clips / "normal_source.wav").read_bytes())
+        files.append(handle_file(str(path)))
+    table, csv_path = client.predict(files, api_name="/batch")
+    with open(csv_path, newline="") as fh:
+        written = list(csv.reader(fh))[1:]
+    shown = [row[0] for row in table["data"]]  # as gradio stored them (it escapes the quotes)
+    assert [name[0] for name in shown] == [name[0] for name in names]
+    assert [row[0] for row in written] == ["'" + name for name in shown]
+    for row in written:
+        float(row[1])  # numbers stay numbers
