@@ -148,6 +148,17 @@ def redact(text: str, paths: Sequence[str | Path] = ()) -> str:
     return text
 
 
+def refuse(message: str, title: str = "Cannot use this input") -> gr.Error:
+    """The error for input we cannot use: one line in the server's log, the message to the visitor.
+
+    gradio would print a traceback for every ``gr.Error`` (``print_exception``); a refused upload is not
+    a fault of the server, so the log gets the message alone. The page, gradio_client's ``AppError`` and
+    the MCP tool result carry the same text.
+    """
+    log.info("refused: %s", message)
+    return gr.Error(message, title=title, print_exception=False)
+
+
 @contextmanager
 def user_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
     """Turn our exceptions into ``gr.Error`` with their message; log anything else and say so briefly.
@@ -160,12 +171,13 @@ def user_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
     except gr.Error:
         raise
     except (AudioInputError, BundleError) as exc:
-        raise gr.Error(redact(str(exc), paths), title="Cannot use this input") from None
+        raise refuse(redact(str(exc), paths)) from None
     except Exception:
-        log.exception("unexpected error while %s", doing)
+        log.exception("unexpected error while %s", doing)  # the one traceback, here
         raise gr.Error(
             f"Something went wrong while {doing}. The error was logged; please try again or use another file.",
             title="Internal error",
+            print_exception=False,
         ) from None
 
 
@@ -378,7 +390,7 @@ def analyze(
         2-second window over time.
     """
     if not audio:
-        raise gr.Error("Upload or record a gearbox recording first.", title="No recording")
+        raise refuse("Upload or record a gearbox recording first.", title="No recording")
     detector = detector_for(session)
     with user_errors("analysing the recording", [audio]):
         analysis = detector.analyze(audio, explain=True, max_seconds=MAX_SECONDS)
@@ -403,7 +415,7 @@ def analyze_spectrogram(
         2-second window over time.
     """
     if not image:
-        raise gr.Error("Upload a spectrogram image first.", title="No image")
+        raise refuse("Upload a spectrogram image first.", title="No image")
     detector = detector_for(session)
     with user_errors("analysing the spectrogram image", [image]):
         analysis = detector.analyze_image(image, name=Path(image).name, explain=True, max_seconds=MAX_SECONDS)
@@ -422,7 +434,7 @@ def score(audio: str | None, session: Session | None = None) -> dict:
         score}] and model {source, revision, repo_id, calibration}.
     """
     if not audio:
-        raise gr.Error("Upload or record a gearbox recording first.", title="No recording")
+        raise refuse("Upload or record a gearbox recording first.", title="No recording")
     with user_errors("scoring the recording", [audio]):
         return detector_for(session).analyze(audio, max_seconds=MAX_SECONDS).to_json()
 
@@ -464,9 +476,9 @@ def batch(
         (where a cell that a spreadsheet would run as a formula starts with a single quote).
     """
     if not files:
-        raise gr.Error("Choose one or more recordings first.", title="No files")
+        raise refuse("Choose one or more recordings first.", title="No files")
     if len(files) > MAX_BATCH_FILES:
-        raise gr.Error(
+        raise refuse(
             f"{len(files)} files: at most {MAX_BATCH_FILES} can be scored at once.", title="Too many"
         )
     detector = detector_for(session)
@@ -614,13 +626,13 @@ def calibrate(
 ) -> tuple:
     """Refit scorer and thresholds on the visitor's normal clips, for this session only; offer the file."""
     if not files:
-        raise gr.Error(
+        raise refuse(
             f"Upload at least {MIN_CALIBRATION_CLIPS} normal recordings of your machine "
             f"({ROUGH_CALIBRATION_CLIPS} or more for reliable thresholds).",
             title="No recordings",
         )
     if len(files) > MAX_CALIBRATION_FILES:
-        raise gr.Error(f"At most {MAX_CALIBRATION_FILES} recordings can be used for one calibration.")
+        raise refuse(f"At most {MAX_CALIBRATION_FILES} recordings can be used for one calibration.")
 
     def report(done: int, total: int) -> None:
         progress(done / total, desc=f"embedding {done}/{total}")

@@ -228,6 +228,22 @@ def test_mcp_score_tool(app_url, client, example_clips, not_audio):
     assert set(result) == SCORE_KEYS
     assert result["score"] == pytest.approx(direct["score"], abs=1e-3) and result["label"] == direct["label"]
     assert bad.isError and "not a readable audio file" in bad.content[0].text
+    with pytest.raises(AppError) as api_error:
+        client.predict(handle_file(str(not_audio)), api_name="/score")
+    # The same words through both doors (an MCP data URI arrives as "file.wav", an upload by its name).
+    assert bad.content[0].text.split(": ", 1)[1] == str(api_error.value).split(": ", 1)[1]
+
+
+def test_a_refused_upload_is_one_line_in_the_server_log(app_server, client, tmp_path):
+    path = tmp_path / "log-me-once.wav"
+    path.write_text("not a recording\n")
+    before = app_server.log.read_text(errors="replace")
+    with pytest.raises(AppError, match="log-me-once.wav: not a readable audio file"):
+        client.predict(handle_file(str(path)), api_name="/score")
+    added = app_server.log.read_text(errors="replace")[len(before) :]
+    lines = [line for line in added.splitlines() if "log-me-once.wav" in line]
+    assert len(lines) == 1 and "refused: log-me-once.wav: not a readable audio file" in lines[0], added
+    assert "Traceback" not in added, added
 
 
 def test_uploads_above_the_size_limit_are_refused_by_the_server(app_url):
