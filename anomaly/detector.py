@@ -11,7 +11,8 @@ import datetime as _dt
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ log = logging.getLogger("anomaly")
 MIN_CALIBRATION_CLIPS = 3
 # Below this many clips the thresholds are a rough guess and we say so.
 ROUGH_CALIBRATION_CLIPS = 10
+# analyze_many embeds about this many windows per pass: large enough for the network's throughput
+# (CompiledEncoder runs 64 at a time), small enough to hold two or three 120 s files.
+BATCH_WINDOWS = 256
 
 
 @dataclass
@@ -324,19 +328,18 @@ class Detector:
 
     # --- batches ------------------------------------------------------------------------------------
 
-    def window_files(
+    def iter_windows(
         self,
         files: Sequence[str | Path],
         *,
-        progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
         workers: int | None = None,
-    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
-        """Log-mels and model windows of many files; bad files are reported, not raised.
+    ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, AudioInputError | None]]:
+        """``(index, log_mel, windows, error)`` of each file in order; a bad file yields its error.
 
         Files are decoded and turned into log-mels by ``workers`` threads (default: one per CPU, at most
-        4; libsndfile, the FFT and numpy release the GIL). Returns per-file log-mels and windows (None for
-        failed files) and ``{index: error}``.
+        4; libsndfile, FFmpeg, the FFT and numpy release the GIL), at most ``workers`` files ahead of the
+        one handed out: memory holds a few files at a time, not the whole list.
         """
 
         def prepare(f: str | Path) -> tuple[np.ndarray, np.ndarray] | AudioInputError:
@@ -346,19 +349,39 @@ class Detector:
             except AudioInputError as exc:
                 return exc
 
+        workers = max(1, min(len(files), workers or min(4, os.cpu_count() or 1)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            ahead = deque(pool.submit(prepare, f) for f in files[:workers])
+            for i in range(len(files)):
+                outcome = ahead.popleft().result()
+                if i + workers < len(files):
+                    ahead.append(pool.submit(prepare, files[i + workers]))
+                if isinstance(outcome, AudioInputError):
+                    yield i, None, None, outcome
+                else:
+                    yield i, outcome[0], outcome[1], None
+
+    def window_files(
+        self,
+        files: Sequence[str | Path],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
+        workers: int | None = None,
+    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
+        """Log-mels and model windows of many files (``iter_windows``, kept); bad files are reported, not
+        raised. Returns per-file log-mels and windows (None for failed files) and ``{index: error}``.
+        """
         specs: list[np.ndarray | None] = []
         clip_windows: list[np.ndarray | None] = []
         errors: dict[int, AudioInputError] = {}
-        workers = max(1, min(len(files), workers or min(4, os.cpu_count() or 1)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-            for i, outcome in enumerate(pool.map(prepare, files)):
-                if isinstance(outcome, AudioInputError):
-                    errors[i] = outcome
-                    outcome = (None, None)
-                specs.append(outcome[0])
-                clip_windows.append(outcome[1])
-                if progress:
-                    progress(i + 1, len(files))
+        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+            if error is not None:
+                errors[i] = error
+            specs.append(spec)
+            clip_windows.append(clip)
+            if progress:
+                progress(i + 1, len(files))
         return specs, clip_windows, errors
 
     def embed_files(
@@ -390,18 +413,38 @@ class Detector:
         progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
     ) -> list[Analysis | AudioInputError]:
-        """Score many files in one batched pass; a bad file yields its error in its place."""
+        """Score many files; a bad file yields its error in its place.
+
+        Files stream through: decoded a few ahead (``iter_windows``), their windows embedded in groups of
+        about ``BATCH_WINDOWS`` (the network's throughput), scored, and dropped, so that 100 files of
+        120 s cost the memory of a few, not of all of them.
+        """
         started = time.perf_counter()
-        embs, specs, errors = self.embed_files(files, progress=progress, max_seconds=max_seconds)
-        results: list[Analysis | AudioInputError] = []
-        for i, (emb, spec) in enumerate(zip(embs, specs, strict=True)):
-            name = names[i] if names else Path(files[i]).name
-            if emb is None:
-                err = errors[i]
-                results.append(AudioInputError(name, err.problem))
-                continue
-            results.append(self._analysis(name, self.window_scores(emb), spec, None, False, started))
-        return results
+        results: list[Analysis | AudioInputError | None] = [None] * len(files)
+        group: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+        def name_of(i: int) -> str:
+            return names[i] if names else Path(files[i]).name
+
+        def score_group() -> None:
+            flat = self.embed_windows(np.concatenate([w for _, _, w in group]))
+            parts = np.split(flat, np.cumsum([len(w) for _, _, w in group])[:-1])
+            for (i, spec, _), emb in zip(group, parts, strict=True):
+                results[i] = self._analysis(name_of(i), self.window_scores(emb), spec, None, False, started)
+            group.clear()
+
+        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds):
+            if error is not None:
+                results[i] = AudioInputError(name_of(i), error.problem)
+            else:
+                group.append((i, spec, clip))
+                if sum(len(w) for _, _, w in group) >= BATCH_WINDOWS:
+                    score_group()
+            if progress:
+                progress(i + 1, len(files))
+        if group:
+            score_group()
+        return results  # type: ignore[return-value] - every slot is filled
 
     # --- adapting to a user's machine ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from anomaly.detector import MIN_CALIBRATION_CLIPS, Detector, cross_fitted_scores
 from anomaly.errors import AudioInputError
-from anomaly.features import log_mel_to_image
+from anomaly.features import log_mel_to_image, windows
 from anomaly.scoring import LABELS
 
 
@@ -124,3 +124,38 @@ def test_detector_keeps_working_after_an_error(tiny_detector, tiny_corpus, tmp_p
 def test_load_reads_bundle_from_environment(tiny_bundle, monkeypatch):
     monkeypatch.setenv("ANOMALY_BUNDLE", str(tiny_bundle))
     assert Detector.load().bundle.path == tiny_bundle
+
+
+def test_batch_scores_equal_the_all_at_once_pass(tiny_detector, tiny_corpus):
+    """Streaming files through in groups gives the scores of embedding every window in one pass."""
+    files = sorted((tiny_corpus / "test").glob("*.wav"))[:12]
+    streamed = tiny_detector.analyze_many(files)
+    embeddings, _, errors = tiny_detector.embed_files(files)
+    assert not errors
+    for result, emb in zip(streamed, embeddings, strict=True):
+        np.testing.assert_allclose(result.window_scores, tiny_detector.window_scores(emb), rtol=1e-5)
+
+
+def test_a_long_batch_holds_a_few_files_at_a_time(tiny_detector, tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "two_minutes.wav"
+    sf.write(path, rng.normal(0, 0.05, 16000 * 120).astype(np.float32), 16000, subtype="PCM_16")
+    spec = tiny_detector.log_mel_of(path)
+    per_file = spec.nbytes + windows(spec, tiny_detector.params).nbytes  # about 6 MB
+
+    def peak_of(n_files: int) -> tuple[int, list]:
+        tracemalloc.start()
+        try:
+            results = tiny_detector.analyze_many([path] * n_files)
+            return tracemalloc.get_traced_memory()[1], results
+        finally:
+            tracemalloc.stop()
+
+    few, _ = peak_of(8)
+    many, results = peak_of(20)
+    assert len({round(r.score, 6) for r in results}) == 1
+    # Decoding and the FFT cost the same for 8 files as for 20; holding every file's log-mel and windows,
+    # as the batch did before, would add 12 x per_file.
+    assert many < few + 2 * per_file, (few / 2**20, many / 2**20, per_file / 2**20)
