@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 @contextmanager
 def running_app(work: Path, **env_overrides: str):
-    """``python app.py`` in a subprocess, as a Space runs it; yields ``.url``, ``.log`` and ``.work``.
+    """``python app.py`` in a subprocess, as a Space runs it; yields ``.url``, ``.log``, ``.work`` and ``.pid``.
 
     The port reaches the app only through ``GRADIO_SERVER_PORT`` (app.py passes none); the working
     directory is ``work`` (so nothing depends on it), which also holds a fresh example cache and upload
@@ -117,7 +117,7 @@ def running_app(work: Path, **env_overrides: str):
             time.sleep(0.5)
         with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=30) as response:
             assert response.status == 200
-        yield SimpleNamespace(url=url, log=log_path, work=work)
+        yield SimpleNamespace(url=url, log=log_path, work=work, pid=proc.pid)
     finally:
         proc.terminate()
         try:
