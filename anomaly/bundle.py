@@ -144,10 +144,14 @@ def read_config(bundle_dir: str | Path) -> dict:
         raise BundleError(f"{path}: config.json is not valid JSON ({exc})") from None
 
 
-def check_config(config: dict, *, where: str = "config.json") -> None:
+def check_config(
+    config: dict, *, where: str = "config.json", required: tuple[str, ...] = ("preprocessing", "thresholds")
+) -> None:
     """Validate what a bundle's models are built from, as a whole, before anything is built.
 
-    Raises ``BundleError`` with one line naming the section and every problem in it.
+    ``required`` sections must be there; the others are checked when present (a bundle that is only
+    resolved and published, never loaded, needs no embedding recipe). Raises ``BundleError`` with one
+    line naming the section and every problem in it.
     """
     sections = {
         "preprocessing": FeatureParams.from_dict,
@@ -156,7 +160,9 @@ def check_config(config: dict, *, where: str = "config.json") -> None:
     }
     for section, check in sections.items():
         if section not in config:
-            raise BundleError(f"{where} has no {section!r} section")
+            if section in required:
+                raise BundleError(f"{where} has no {section!r} section")
+            continue
         try:
             check(config[section])
         except (KeyError, TypeError, ValueError) as exc:
@@ -198,6 +204,7 @@ def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: st
     """Verify and read a bundle (the Keras models load on first use)."""
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
+    check_config(config, where=f"{bundle_dir}: config.json", required=("embedding",))
     try:
         with np.load(bundle_dir / "arrays.npz", allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

@@ -257,3 +257,12 @@ def test_invalid_sections_are_refused(bundle_copy, section, value, phrase):
     write_config(bundle_copy, config)
     with pytest.raises(BundleError, match=phrase):
         load_bundle(bundle_copy)
+
+
+def test_a_bundle_without_an_embedding_recipe_verifies_but_does_not_load(bundle_copy):
+    config = read_config(bundle_copy)
+    del config["embedding"]
+    write_config(bundle_copy, config)
+    verify_bundle(bundle_copy)  # enough to resolve or publish it
+    with pytest.raises(BundleError, match="config.json has no 'embedding' section"):
+        load_bundle(bundle_copy)
