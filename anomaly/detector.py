@@ -352,7 +352,10 @@ class Detector:
         notes = []
         if self.reference is None and (note := padding_note(spec_db.shape[1], self.params)):
             notes.append(note)
-        familiar = True if self.familiarity is None else self.familiarity.is_familiar(spec_db)
+        # Against the bundled model a score far beyond severe also speaks of another machine; against the
+        # user's own normals it is a fault of that machine, so only the envelope counts there.
+        ratio = score / self.thresholds.severe if self.calibration is None else 0.0
+        familiar = self.familiarity is None or self.familiarity.is_familiar(spec_db, ratio)
         advice = None
         if not familiar:
             advice = ADVICE_MODEL if self.calibration is None else ADVICE_CALIBRATION

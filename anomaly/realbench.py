@@ -97,6 +97,41 @@ def leave_one_set_out(table: Mapping[str, Mapping[str, float]]) -> list[dict]:
     return rows
 
 
+def labels_at(detector, folder: Path, k: str, recipe: Recipe, cache: dict) -> dict:
+    """What the labels say at K: calibration clips scored by their own calibration, the other normals and
+    the anomalies, as shares labelled NEEDS MAINTENANCE or worse and SEVERE ANOMALY."""
+    from anomaly.dcase import parse_name
+    from anomaly.fewshot import load_log_mels, protocol_files, split_fewshot
+
+    pool, labelled = protocol_files(folder)
+    specs = load_log_mels(detector, [*pool, *labelled], cache=cache)
+    pool = [p for p in pool if not isinstance(specs[p], AudioInputError)]
+    labelled = [p for p in labelled if not isinstance(specs[p], AudioInputError)]
+    split = split_fewshot(pool, labelled, k)
+    calibration = detector.calibrate_specs([specs[p] for p in split.calibration], recipe=recipe)
+    t = calibration.thresholds
+    ref = calibration.reference
+
+    def shares(paths) -> dict:
+        scores = np.array([ref.score(specs[p]) for p in paths])
+        if not len(scores):
+            return {"n": 0}
+        return {
+            "n": int(len(scores)),
+            "maintenance_or_worse": float(np.mean(scores >= t.maintenance)),
+            "severe": float(np.mean(scores >= t.severe)),
+        }
+
+    normals = [p for p in split.scored if parse_name(p).label == "normal"]
+    anomalies = [p for p in split.scored if parse_name(p).label == "anomaly"]
+    return {
+        "thresholds": [round(t.maintenance, 3), round(t.severe, 3)],
+        "calibration_clips": shares(split.calibration),
+        "other_normals": shares(normals),
+        "anomalies": shares(anomalies),
+    }
+
+
 def run(
     detector,
     data_dir: str | Path | None = None,
@@ -131,6 +166,9 @@ def run(
             domain = next(d for d in report if d != "mean")
             per_k[k] = report[domain]
         results[real.name] = per_k
+    labels = {
+        s.name: labels_at(detector, data_dir / s.folder, s.goal_k, recipe, caches[s.name]) for s in SETS
+    }
     goal = {
         s.name: results[s.name][s.goal_k]
         for s in SETS
@@ -147,6 +185,7 @@ def run(
             "worst_set": min(goal, key=lambda n: goal[n]["auc"]),
             "worst_auc": float(min(aucs)),
             "mean_auc": float(np.mean(aucs)),
+            "labels": labels,
         },
     }
     if candidates:
@@ -194,6 +233,19 @@ def format_report(result: dict) -> str:
         f"At each set's goal K: worst set **{goal['worst_set']}** AUC **{goal['worst_auc']:.2f}**, "
         f"mean AUC **{goal['mean_auc']:.3f}**.",
     ]
+    lines += [
+        "",
+        "Labels at the goal K (share labelled NEEDS MAINTENANCE or worse / SEVERE ANOMALY):",
+        "",
+        "| set | thresholds | calibration clips | other normals | anomalies |",
+        "|---|---|---|---|---|",
+    ]
+    for name, lab in goal["labels"].items():
+        cells = [
+            f"{lab[g]['maintenance_or_worse']:.0%} / {lab[g]['severe']:.0%} of {lab[g]['n']}" if lab[g]["n"] else "none"
+            for g in ("calibration_clips", "other_normals", "anomalies")
+        ]
+        lines.append(f"| {name} | {lab['thresholds'][0]:.2f} / {lab['thresholds'][1]:.2f} | " + " | ".join(cells) + " |")
     if "candidates" in result:
         cands = result["candidates"]
         table = cands["table"]

@@ -20,10 +20,10 @@ It was chosen by measurement on seven real machines (``python -m anomaly realben
   scored leave-one-clip-out, so 1.0 is a typical new normal clip in every block; the blocks are then
   averaged (``"mean"``) or the largest is taken (``"max"``). A recording's score is the largest score of
   its segments.
-- **Thresholds that admit how little they rest on.** The leave-one-out scores of the calibration clips are
-  log-normal upper prediction bounds (Student's t with K - 1 degrees of freedom, ``sqrt(1 + 1/K)``): NEEDS
-  MAINTENANCE above the bound one new normal clip in ten would pass, SEVERE ANOMALY above one in a hundred.
-  With three clips these bounds are wide, and they narrow as clips are added.
+- **Thresholds that admit how little they rest on.** From the leave-one-out scores of the calibration clips,
+  log-normal upper prediction bounds (Student's t, ``sqrt(1 + 1/K)``, a spread pooled with a prior one):
+  NEEDS MAINTENANCE above the bound one new normal clip in ten would pass, SEVERE ANOMALY above one in a
+  hundred. With three clips these bounds are wide, and they narrow as clips are added.
 
 Fitted state is plain arrays (``to_arrays`` / ``from_arrays``), saved in calibration files without
 pickle.
@@ -54,8 +54,9 @@ STD_FLOOR = 0.1
 MAX_SEGMENT_SECONDS = 10.0
 MAINTENANCE_COVERAGE = 0.9
 SEVERE_COVERAGE = 0.99
-# The spread of log scores of new normal clips is never taken below this, whatever a few clips showed.
-LOG_SPREAD_FLOOR = 0.15
+# Prior spread of the log score of a new normal clip, worth PRIOR_DOF clips (see prediction_thresholds).
+PRIOR_LOG_SPREAD = 0.3
+PRIOR_DOF = 4
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,11 @@ def prediction_thresholds(normal_scores: np.ndarray) -> Thresholds:
     """Log-normal upper prediction bounds for the score of one new normal clip.
 
     With K leave-one-out scores, the bound that a new normal clip stays under with probability ``q`` is
-    ``exp(m + t_q(K - 1) * s * sqrt(1 + 1/K))`` (m, s: mean and spread of the log scores, s at least
-    ``LOG_SPREAD_FLOOR``). Student's t makes three clips give wide thresholds and thirty narrow ones.
+    ``exp(m + t_q(dof) * s * sqrt(1 + 1/K))``, m the mean of the log scores. The spread ``s`` pools the
+    clips' own spread with a prior one (``PRIOR_LOG_SPREAD``, worth ``PRIOR_DOF`` clips), so that three
+    clips that happen to agree cannot give thresholds pinned to their scores, and three that happen to
+    disagree cannot give absurd ones; ``dof = K - 1 + PRIOR_DOF``. Few clips give wide thresholds, many
+    give thresholds set by the clips themselves.
     """
     scores = np.asarray(normal_scores, dtype=np.float64)
     scores = scores[np.isfinite(scores) & (scores > 0)]
@@ -198,10 +202,11 @@ def prediction_thresholds(normal_scores: np.ndarray) -> Thresholds:
         raise ValueError("need scores of at least two normal clips to set thresholds")
     logs = np.log(scores)
     n = len(logs)
-    spread = max(float(logs.std(ddof=1)), LOG_SPREAD_FLOOR)
+    dof = n - 1 + PRIOR_DOF
+    spread = float(np.sqrt(((n - 1) * logs.var(ddof=1) + PRIOR_DOF * PRIOR_LOG_SPREAD**2) / dof))
     width = spread * np.sqrt(1.0 + 1.0 / n)
-    maintenance = float(np.exp(logs.mean() + stats.t.ppf(MAINTENANCE_COVERAGE, n - 1) * width))
-    severe = float(np.exp(logs.mean() + stats.t.ppf(SEVERE_COVERAGE, n - 1) * width))
+    maintenance = float(np.exp(logs.mean() + stats.t.ppf(MAINTENANCE_COVERAGE, dof) * width))
+    severe = float(np.exp(logs.mean() + stats.t.ppf(SEVERE_COVERAGE, dof) * width))
     return Thresholds(maintenance, severe, "lognormal prediction bound", MAINTENANCE_COVERAGE, SEVERE_COVERAGE)
 
 
