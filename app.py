@@ -252,6 +252,8 @@ def thresholds_text(detector: Detector) -> str:
         how = "set by hand"
     elif detector.calibration is not None:
         how = "from your calibration"
+    elif t.method == "lognormal prediction bound":
+        how = "from your calibration"
     else:
         how = "calibrated on held-out normal clips"
     quantiles = (
@@ -267,28 +269,53 @@ def details_markdown(analysis: Analysis, detector: Detector) -> str:
     n_normals = len(detector.normal_scores)
     windows = len(analysis.window_scores)
     worst = float(analysis.window_times_s[int(np.argmax(analysis.window_scores))]) if windows else 0.0
+    adapted = detector.reference is not None
+    normals_word = (
+        f"{n_normals} normal recordings you calibrated on (each scored without itself)"
+        if adapted
+        else f"{n_normals} held-out normal clips"
+    )
     rows = [
-        (
-            "Score",
-            f"{analysis.score:.2f}, higher than {analysis.percentile:.0f}% of the {n_normals} held-out normal clips",
-        ),
+        ("Compared with", analysis.compared_with),
+        ("Score", f"{analysis.score:.2f}, higher than {analysis.percentile:.0f}% of the {normals_word}"),
         ("Thresholds", thresholds_text(detector)),
         (
             "Windows",
-            f"{windows} windows of {detector.params.window_seconds:.1f} s; the clip's score is the highest "
-            f"(the window starting at {worst:.1f} s)",
+            f"{windows} piece(s) of "
+            f"{(detector.reference.segment_frames_ if adapted else detector.params.window_frames) * detector.params.frame_seconds:.1f} s; "
+            f"the clip's score is the highest (the piece starting at {worst:.1f} s)",
         ),
         ("Length", f"{analysis.duration_s:.1f} s"),
         ("Model", model_line(detector)),
         ("Processing time", f"{analysis.elapsed_ms:.0f} ms"),
     ]
+    if analysis.departures:
+        rows.insert(
+            2,
+            (
+                "Where it departs from your normal recordings",
+                ", ".join(f"{d['db']:+.0f} dB around {_hz(d['hz'])}" for d in analysis.departures),
+            ),
+        )
+    for note in analysis.notes:
+        rows.append(("Note", note))
     heading = f"#### {analysis.file}: {analysis.label}"
+    if not analysis.familiar:
+        heading = f"#### {analysis.file}: unfamiliar machine, adapt first\n\n{analysis.advice}"
     return heading + "\n" + "\n".join(f"- **{k}:** {v}" for k, v in rows)
+
+
+def _hz(hz: float) -> str:
+    return f"{hz / 1000:.1f} kHz" if hz >= 1000 else f"{hz:.0f} Hz"
 
 
 def _view(analysis: Analysis, detector: Detector, show_map: bool) -> tuple:
     spectrogram, gauge, timeline = _pictures(analysis, detector, show_map=show_map)
-    return spectrogram, gauge, analysis.label, details_markdown(analysis, detector), timeline
+    verdict = analysis.label if analysis.familiar else UNFAMILIAR_VERDICT
+    return spectrogram, gauge, verdict, details_markdown(analysis, detector), timeline
+
+
+UNFAMILIAR_VERDICT = "Unfamiliar machine: adapt first"
 
 
 def _no_view() -> tuple:

@@ -30,13 +30,16 @@ import numpy as np
 
 from anomaly.embedding import check_recipe
 from anomaly.errors import BundleError
+from anomaly.familiarity import Familiarity
 from anomaly.features import FeatureParams
+from anomaly.reference import Recipe, Reference
 from anomaly.scoring import LABELS, MahalanobisScorer, Thresholds
 
 FORMAT_VERSION = 1
-CALIBRATION_FORMAT_VERSION = 2
-# Version 1 files carry no standardiser and use the bundle's recipe; they mean the same today.
-READABLE_CALIBRATION_VERSIONS = (1, 2)
+CALIBRATION_FORMAT_VERSION = 3
+# Version 1 files carry no standardiser and use the bundle's recipe, version 2 files a window recipe and
+# standardiser of their own; both mean the same today. Version 3 holds a ``Reference`` (anomaly.reference).
+READABLE_CALIBRATION_VERSIONS = (1, 2, 3)
 BUNDLE_FILES = ("encoder.keras", "decoder.keras", "arrays.npz")
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -313,11 +316,13 @@ class Calibration:
     (and so the bundle's recipe) is used.
     """
 
-    scorer: MahalanobisScorer
+    scorer: MahalanobisScorer | None
     thresholds: Thresholds
     normal_scores: np.ndarray
     meta: dict
     standardizer: dict[str, np.ndarray] | None = None
+    reference: Reference | None = None
+    familiarity: Familiarity | None = None
 
     @property
     def n_clips(self) -> int:
@@ -326,6 +331,19 @@ class Calibration:
     @property
     def recipe(self) -> tuple[str, ...]:
         return tuple(self.meta["recipe"])
+
+    def named(self, name: str | None) -> Calibration:
+        """The same calibration under a name people recognise ("Pump 3, east hall")."""
+        clean = " ".join(str(name or "").split())[:80] or None
+        return Calibration(
+            self.scorer,
+            self.thresholds,
+            self.normal_scores,
+            dict(self.meta, name=clean),
+            self.standardizer,
+            self.reference,
+            self.familiarity,
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -336,8 +354,10 @@ class Calibration:
                 fh,
                 meta=np.asarray(json.dumps(meta)),
                 normal_scores=np.asarray(self.normal_scores, dtype=np.float64),
-                **self.scorer.to_arrays(),
+                **(self.scorer.to_arrays() if self.scorer is not None else {}),
                 **(self.standardizer or {}),
+                **(self.reference.to_arrays() if self.reference is not None else {}),
+                **(self.familiarity.to_arrays() if self.familiarity is not None else {}),
             )
         return path
 
@@ -349,6 +369,10 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
     arrays = read_npz_checked(path, max_bytes=CALIBRATION_MAX_BYTES, max_elements=CALIBRATION_MAX_ELEMENTS)
     try:
         meta = json.loads(str(arrays.pop("meta")))
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
+        if meta.get("format_version") == 3 and meta.get("method") == "reference":
+            return _reference_calibration(name, arrays, meta, bundle)
         scorer = MahalanobisScorer.from_arrays(arrays)
         thresholds = Thresholds.from_dict(meta["thresholds"])
         normal_scores = np.asarray(arrays["normal_scores"], dtype=np.float64)
@@ -399,3 +423,31 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
         meta=meta,
         standardizer=standardizer,
     )
+
+
+def _reference_calibration(name: str, arrays: dict, meta: dict, bundle: Bundle) -> Calibration:
+    """A version 3 calibration: a ``Reference`` of the user's normal clips and its familiarity check."""
+    if meta.get("kind") != "gearbox-sound-check calibration":
+        raise BundleError(f"{name}: not a calibration file of this tool")
+    if meta.get("encoder_sha256") != bundle.encoder_sha256:
+        raise BundleError(
+            f"{name}: this calibration was made with another model (encoder "
+            f"{str(meta.get('encoder_sha256'))[:12]}...), not the one loaded ({bundle.encoder_sha256[:12]}...); "
+            "calibrate again with this model"
+        )
+    if meta.get("preprocessing") != bundle.config["preprocessing"]:
+        raise BundleError(f"{name}: this calibration was made with different preprocessing; calibrate again")
+    try:
+        recipe = Recipe.from_dict(meta["reference_recipe"])
+        reference = Reference.from_arrays(arrays, recipe, frame_seconds=bundle.params.frame_seconds)
+        familiarity = Familiarity.from_arrays(arrays)
+        thresholds = Thresholds.from_dict(meta["thresholds"])
+        normal_scores = np.asarray(arrays["normal_scores"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{name}: the calibration is damaged ({type(exc).__name__}: {exc})") from None
+    n_mels = bundle.params.n_mels
+    if reference.spectrum_mean_.shape != (n_mels,) or (
+        familiarity is not None and familiarity.mean_.shape[1:] != (n_mels,)
+    ):
+        raise BundleError(f"{name}: the calibration's band count does not match this model")
+    return Calibration(None, thresholds, normal_scores, meta, None, reference, familiarity)

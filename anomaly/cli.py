@@ -105,7 +105,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         if done == total or done % max(1, total // 10) == 0:
             log.info("embedding normal clips: %d/%d", done, total)
 
-    calibration = detector.calibrate(files, progress=progress)
+    calibration = detector.calibrate(files, progress=progress, name=args.name)
     calibration.save(args.out)
     t = calibration.thresholds
     log.info(
@@ -113,7 +113,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         calibration.n_clips,
         t.maintenance,
         t.severe,
-        " (rough: fewer than 10 clips)" if calibration.meta.get("rough") else "",
+        " (wide: fewer than 10 clips)" if calibration.meta.get("rough") else "",
     )
     print(
         json.dumps({"calibration": str(args.out), "n_clips": calibration.n_clips, "thresholds": t.to_dict()})
@@ -206,6 +206,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _realbench(args: argparse.Namespace) -> int:
+    from anomaly import realbench
+
+    detector = _load_detector(args)
+    result = realbench.run(
+        detector,
+        args.data_dir,
+        candidates=args.candidates,
+        progress=lambda name: log.info("real set %s", name),
+    )
+    print(realbench.format_report(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from anomaly.hub import publish
 
@@ -273,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="refit scorer and thresholds on your own machine's normal clips")
     p.add_argument("normals", nargs="+", metavar="NORMAL_FILE_OR_DIR")
     p.add_argument("--out", required=True, metavar="FILE", help="calibration file to write (.npz)")
+    p.add_argument("--name", help='a name people recognise, e.g. "Pump 3, east hall"')
     _add_model_args(p, thresholds=False, calibration=False)
     p.set_defaults(func=_calibrate)
 
@@ -297,6 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the calibration recipe)",
     )
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "realbench", help="few-shot adaptation on every real machine in DATA: AUC per set, worst, mean"
+    )
+    p.add_argument(
+        "data_dir",
+        nargs="?",
+        default=None,
+        metavar="DATA",
+        help="folder of the real sets (default: ../shared/data beside the project)",
+    )
+    p.add_argument(
+        "--candidates",
+        action="store_true",
+        help="also measure every candidate recipe, pick by the worst set and check by leaving each set out",
+    )
+    p.add_argument("--json", action="store_true", help="last line: the results as JSON")
+    _add_model_args(p, thresholds=False, calibration=False)
+    p.set_defaults(func=_realbench)
 
     p = sub.add_parser("publish", help="upload a bundle with a model card to a Hugging Face model repo")
     p.add_argument("bundle_dir", metavar="BUNDLE")

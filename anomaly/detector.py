@@ -33,13 +33,16 @@ from anomaly.embedding import (
     uses_encoder,
 )
 from anomaly.errors import AudioInputError
+from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
 from anomaly.features import (
     FeatureParams,
     image_to_log_mel,
     log_mel_file,
+    padding_note,
     window_starts,
     windows,
 )
+from anomaly.reference import Recipe, Reference
 from anomaly.scoring import MahalanobisScorer, Thresholds, calibrate, percentile
 
 log = logging.getLogger("anomaly")
@@ -69,13 +72,24 @@ class Analysis:
     anomaly_map: np.ndarray | None = field(default=None, repr=False)
     duration_s: float = 0.0
     elapsed_ms: float = 0.0
+    familiar: bool = True
+    advice: str | None = None
+    notes: list[str] = field(default_factory=list)
+    departures: list[dict] = field(default_factory=list)
+    compared_with: str = ""
 
     def to_json(self) -> dict:
         """The CLI's and the API's plain-JSON view."""
-        return {
+        out = {
             "file": self.file,
             "score": round(float(self.score), 4),
             "label": self.label,
+            "familiar": bool(self.familiar),
+        }
+        if not self.familiar:
+            out["advice"] = self.advice
+        return out | {
+            "compared_with": self.compared_with,
             "percentile": round(float(self.percentile), 2),
             "thresholds": {
                 "maintenance": round(self.thresholds.maintenance, 4),
@@ -86,6 +100,8 @@ class Analysis:
                 for t, s in zip(self.window_times_s, self.window_scores, strict=True)
             ],
             "model": dict(self.model),
+            "departures": list(self.departures),
+            "notes": list(self.notes),
         }
 
 
@@ -121,15 +137,25 @@ class Detector:
         self.thresholds = thresholds or self.thresholds
 
     def _use(self, calibration: Calibration | None) -> None:
-        """Make ``calibration`` (or, with None, the bundle's own) the active scorer, recipe, standardiser
-        and thresholds."""
+        """Make ``calibration`` (or, with None, the bundle's own) the active scorer, recipe, standardiser,
+        reference, familiarity check and thresholds."""
         self.calibration = calibration
+        self.reference: Reference | None = None
         if calibration is None:
             self.scorer = self.bundle.scorer
             self.normal_scores = self.bundle.arrays["calibration_scores"]
             self.thresholds = self.bundle.thresholds
             self.recipe = check_recipe(self.bundle.config["embedding"]["recipe"])
             self._standardizer = self.bundle.arrays
+            self.familiarity = Familiarity.from_arrays(self.bundle.arrays)
+        elif calibration.reference is not None:
+            self.reference = calibration.reference
+            self.scorer = None
+            self.normal_scores = calibration.normal_scores
+            self.thresholds = calibration.thresholds
+            self.recipe = check_recipe(self.bundle.config["embedding"]["recipe"])
+            self._standardizer = self.bundle.arrays
+            self.familiarity = calibration.familiarity
         else:
             self.scorer = calibration.scorer
             self.normal_scores = calibration.normal_scores
@@ -138,6 +164,20 @@ class Detector:
             recipe = calibration.meta.get("recipe") or self.bundle.config["embedding"]["recipe"]
             self.recipe = check_recipe(recipe)
             self._standardizer = calibration.standardizer or self.bundle.arrays
+            self.familiarity = None
+
+    @property
+    def compared_with(self) -> str:
+        """What a score is measured against, in words a maintenance engineer reads."""
+        if self.calibration is None:
+            training = self.bundle.config.get("training", {})
+            if training.get("synthetic"):
+                return "the synthetic demo gearbox the model was trained on"
+            return f"the normal recordings the model was trained on ({training.get('data', 'its training data')})"
+        created = self.calibration.meta.get("created") or "unknown time"
+        name = self.calibration.meta.get("name")
+        what = f"{name}: " if name else ""
+        return f"{what}your machine ({self.calibration.n_clips} normal recordings, calibrated {created})"
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -201,7 +241,14 @@ class Detector:
             info["calibration"] = {
                 "n_clips": self.calibration.n_clips,
                 "created": self.calibration.meta.get("created"),
-                "recipe": list(self.recipe),
+                "name": self.calibration.meta.get("name"),
+                "method": self.calibration.meta.get("method", "window recipe"),
+                "recipe": (
+                    self.calibration.meta["reference_recipe"]
+                    if self.reference is not None
+                    else list(self.recipe)
+                ),
+                "thresholds_rest_on": f"{self.calibration.n_clips} normal recordings",
             }
         return info
 
@@ -281,6 +328,8 @@ class Detector:
         self, spec_db: np.ndarray, *, name: str, explain: bool = False, started: float | None = None
     ) -> Analysis:
         started = time.perf_counter() if started is None else started
+        if self.reference is not None:
+            return self._analysis(name, spec_db, *self._reference_scores(spec_db, explain), explain, started)
         w = windows(spec_db, self.params, name=name)
         anomaly_map = None
         if explain:
@@ -288,13 +337,36 @@ class Detector:
             anomaly_map = self._anomaly_map(x, recon, spec_db.shape[1])
         else:
             emb = self.embed_windows(w)
-        scores = self.window_scores(emb)
-        return self._analysis(name, scores, spec_db, anomaly_map if explain else None, explain, started)
+        starts = window_starts(spec_db.shape[1], self.params)
+        return self._analysis(name, spec_db, self.window_scores(emb), starts, anomaly_map, explain, started)
 
-    def _analysis(self, name, scores, spec_db, anomaly_map, explain, started) -> Analysis:
+    def _reference_scores(self, spec_db: np.ndarray, explain: bool):
+        """Segment scores, first frames and (with ``explain``) the map, against the user's reference."""
+        scores, starts = self.reference.segment_scores(spec_db)
+        return scores, starts, (self.reference.anomaly_map(spec_db) if explain else None)
+
+    @property
+    def band_hz(self) -> np.ndarray:
+        """Centre frequency of each mel band (Hz)."""
+        import librosa
+
+        p = self.params
+        return librosa.mel_frequencies(p.n_mels + 2, fmin=p.fmin, fmax=p.fmax or p.sr / 2)[1:-1]
+
+    def _analysis(self, name, spec_db, scores, starts, anomaly_map, explain, started) -> Analysis:
         score = float(scores.max())
         label, pct = self.decide(score)
-        starts = window_starts(spec_db.shape[1], self.params) * self.params.frame_seconds
+        notes = []
+        if self.reference is None and (note := padding_note(spec_db.shape[1], self.params)):
+            notes.append(note)
+        # Against the bundled model a score far beyond severe also speaks of another machine; against the
+        # user's own normals it is a fault of that machine, so only the envelope counts there.
+        ratio = score / self.thresholds.severe if self.calibration is None else 0.0
+        familiar = self.familiarity is None or self.familiarity.is_familiar(spec_db, ratio)
+        advice = None
+        if not familiar:
+            advice = ADVICE_MODEL if self.calibration is None else ADVICE_CALIBRATION
+        departures = self.reference.departures(spec_db, self.band_hz) if self.reference is not None else []
         return Analysis(
             file=name,
             score=score,
@@ -302,12 +374,17 @@ class Detector:
             percentile=pct,
             thresholds=self.thresholds,
             window_scores=scores,
-            window_times_s=starts,
+            window_times_s=np.asarray(starts) * self.params.frame_seconds,
             model=self.model_info,
             log_mel=spec_db if explain else None,
             anomaly_map=anomaly_map,
             duration_s=spec_db.shape[1] * self.params.frame_seconds,
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            familiar=familiar,
+            advice=advice,
+            notes=notes,
+            departures=departures,
+            compared_with=self.compared_with,
         )
 
     def _anomaly_map(self, x: np.ndarray, recon: np.ndarray, n_frames: int) -> np.ndarray:
@@ -319,8 +396,9 @@ class Detector:
         total = np.zeros((self.params.n_mels, n_frames), np.float32)
         count = np.zeros((1, n_frames), np.float32)
         for i, start in enumerate(window_starts(n_frames, self.params)):
-            total[:, start : start + self.params.window_frames] += err[i]
-            count[:, start : start + self.params.window_frames] += 1
+            width = min(self.params.window_frames, n_frames - start)  # a short clip fills part of one
+            total[:, start : start + width] += err[i][:, :width]
+            count[:, start : start + width] += 1
         err = total / np.maximum(count, 1)
         if self._recon_mean is not None and self._recon_std is not None:
             err = (err - self._recon_mean[:, None]) / self._recon_std[:, None]
@@ -430,12 +508,18 @@ class Detector:
             flat = self.embed_windows(np.concatenate([w for _, _, w in group]))
             parts = np.split(flat, np.cumsum([len(w) for _, _, w in group])[:-1])
             for (i, spec, _), emb in zip(group, parts, strict=True):
-                results[i] = self._analysis(name_of(i), self.window_scores(emb), spec, None, False, started)
+                starts = window_starts(spec.shape[1], self.params)
+                results[i] = self._analysis(
+                    name_of(i), spec, self.window_scores(emb), starts, None, False, started
+                )
             group.clear()
 
         for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds):
             if error is not None:
                 results[i] = AudioInputError(name_of(i), error.problem)
+            elif self.reference is not None:
+                # The user's reference needs the log-mel only: no network pass.
+                results[i] = self._analysis(name_of(i), spec, *self._reference_scores(spec, False), False, started)
             else:
                 group.append((i, spec, clip))
                 if sum(len(w) for _, _, w in group) >= BATCH_WINDOWS:
@@ -454,44 +538,91 @@ class Detector:
         *,
         domains: Iterable[str] | None = None,
         recipe: Sequence[str] | None = None,
+        reference_recipe: Recipe | None = None,
         refit_standardizer: bool = True,
         n_components: int | None = None,
         folds: int = 5,
         progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
+        name: str | None = None,
     ) -> Calibration:
-        """Refit standardiser, scorer and thresholds on a user's normal clips.
+        """Fit what "normal" means on a user's normal clips.
 
-        The thresholds come from held-out scores: each clip is scored by a standardiser and scorer fitted
-        without it (k-fold), then the final ones are fitted on all clips. Domains come from DCASE names
-        (source/target) or are all ``"user"``. ``recipe`` defaults to ``calibration_recipe``; with
-        ``refit_standardizer=False`` the bundle's standardiser (and so the bundle's recipe) is kept, as
-        before format version 2 of calibration files.
+        By default this fits a ``Reference`` (``anomaly.reference``: clip-level spectral blocks, one
+        distance per block, thresholds from leave-one-out scores), the method chosen on real machines.
+        With a window ``recipe`` (or ``refit_standardizer=False``) it refits the model's window scorer
+        instead (calibration format 2): standardiser, PCA scorer and thresholds from k-fold held-out
+        scores, with domains from DCASE names (source/target) or all ``"user"``.
         """
-        # Windows only: the calibration's recipe need not be the active one, so embedding here would be
-        # wasted work.
-        _, clip_windows, errors = self.window_files(files, progress=progress, max_seconds=max_seconds)
+        specs, clip_windows, errors = self.window_files(files, progress=progress, max_seconds=max_seconds)
         for i, err in errors.items():
             log.warning("skipping %s: %s", Path(files[i]).name, err.problem)
-        domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
         kept = [i for i, w in enumerate(clip_windows) if w is not None]
-        calibration = self.calibrate_windows(
-            [clip_windows[i] for i in kept],
-            [domain_list[i] for i in kept],
-            recipe=recipe,
-            refit_standardizer=refit_standardizer,
-            n_components=n_components,
-            folds=folds,
-            skipped=[str(Path(files[i]).name) for i in sorted(errors)],
-        )
+        skipped = [str(Path(files[i]).name) for i in sorted(errors)]
+        if recipe is None and refit_standardizer:
+            calibration = self.calibrate_specs(
+                [specs[i] for i in kept], recipe=reference_recipe, skipped=skipped, name=name
+            )
+        else:
+            domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
+            calibration = self.calibrate_windows(
+                [clip_windows[i] for i in kept],
+                [domain_list[i] for i in kept],
+                recipe=recipe,
+                refit_standardizer=refit_standardizer,
+                n_components=n_components,
+                folds=folds,
+                skipped=skipped,
+            ).named(name)
         if calibration.meta["rough"]:
             log.warning(
-                "calibrated on only %d normal clips: the thresholds are a rough guess; "
-                "%d or more clips give reliable ones",
+                "calibrated on only %d normal clips: the thresholds are wide; "
+                "%d or more clips give tighter ones",
                 calibration.n_clips,
                 ROUGH_CALIBRATION_CLIPS,
             )
         return calibration
+
+    def calibrate_specs(
+        self,
+        clip_specs: Sequence[np.ndarray],
+        *,
+        recipe: Recipe | None = None,
+        skipped: Sequence[str] = (),
+        name: str | None = None,
+    ) -> Calibration:
+        """A reference calibration (format 3) from log-mels in dB of normal clips, one array per clip."""
+        n_clips = len(clip_specs)
+        if n_clips < MIN_CALIBRATION_CLIPS:
+            raise AudioInputError(
+                "calibration",
+                f"{n_clips} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
+                f"({ROUGH_CALIBRATION_CLIPS} or more for tighter thresholds)",
+            )
+        reference = Reference(recipe, frame_seconds=self.params.frame_seconds).fit(clip_specs)
+        familiarity = Familiarity(self.params.window_frames).fit(clip_specs)
+        meta = {
+            "kind": "gearbox-sound-check calibration",
+            "format_version": CALIBRATION_FORMAT_VERSION,
+            "method": "reference",
+            "encoder_sha256": self.bundle.encoder_sha256,
+            "preprocessing": self.bundle.config["preprocessing"],
+            "n_clips": n_clips,
+            "skipped": list(skipped),
+            "domains": ["user"],
+            "reference_recipe": reference.recipe.to_dict(),
+            "segment_seconds": round(reference.segment_frames_ * self.params.frame_seconds, 3),
+            "rough": n_clips < ROUGH_CALIBRATION_CLIPS,
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        }
+        return Calibration(
+            scorer=None,
+            thresholds=reference.thresholds,
+            normal_scores=np.sort(reference.normal_scores_),
+            meta=meta,
+            reference=reference,
+            familiarity=familiarity,
+        ).named(name)
 
     def calibrate_windows(
         self,
@@ -537,7 +668,7 @@ class Detector:
         thresholds = calibrate(held_out)
         meta = {
             "kind": "gearbox-sound-check calibration",
-            "format_version": CALIBRATION_FORMAT_VERSION,
+            "format_version": 2,
             "encoder_sha256": self.bundle.encoder_sha256,
             "preprocessing": self.bundle.config["preprocessing"],
             "n_clips": n_clips,

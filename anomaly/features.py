@@ -30,6 +30,8 @@ SILENCE_RMS = 1e-5
 # Full scale is 1. Float files may go a little over, but samples 60 dB above it are not a recording (often
 # integer sample values stored as float); far enough above, the power spectrum overflows float32.
 MAX_PEAK = 1000.0
+# Shortest recording accepted; shorter than one model window, it is scored as one repeated window.
+MIN_SECONDS = 0.5
 
 # What the app and the CLI read. libsndfile reads WAV, FLAC and AIFF; FFmpeg (PyAV, which ships its own
 # build) reads the compressed formats, Ogg and MP3 included, so that every lossy format has one decoder.
@@ -414,7 +416,7 @@ def prepare_waveform(
     seconds = data.shape[0] / file_sr
     if seconds < min_seconds:
         raise AudioInputError(
-            name, f"the recording is {seconds:.2f} s long; at least {min_seconds:.1f} s is needed"
+            name, f"the recording is {_floor2(seconds)} s long; at least {min_seconds:g} s is needed"
         )
     y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < SILENCE_RMS:
@@ -457,6 +459,11 @@ def _decimation_filter(factor: int, target_sr: int) -> np.ndarray:
     return scipy.signal.firwin(taps | 1, nyquist - width / 2, window=("kaiser", beta), fs=rate).astype(
         np.float32
     )
+
+
+def _floor2(seconds: float) -> str:
+    """Seconds rounded down to 0.01 s, so that a clip just under a limit never reads as meeting it."""
+    return f"{math.floor(seconds * 100) / 100:.2f}"
 
 
 def _short(exc: BaseException) -> str:
@@ -520,8 +527,8 @@ def log_mel_file(
 
 def window_starts(n_frames: int, params: FeatureParams) -> np.ndarray:
     """First frame of each model window: every ``window_hop_frames``, plus one aligned with the end."""
-    if n_frames < params.window_frames:
-        return np.zeros(0, dtype=int)
+    if n_frames <= params.window_frames:
+        return np.zeros(1, dtype=int)  # one window, repeated to fill it when shorter (see ``windows``)
     last = n_frames - params.window_frames
     starts = list(range(0, last + 1, params.window_hop_frames))
     if starts[-1] != last:
@@ -530,21 +537,41 @@ def window_starts(n_frames: int, params: FeatureParams) -> np.ndarray:
 
 
 def windows(spec_db: np.ndarray, params: FeatureParams, *, name: str = "audio") -> np.ndarray:
-    """Cut a ``(n_mels, frames)`` log-mel into model windows ``(n_windows, n_mels, window_frames)``."""
+    """Cut a ``(n_mels, frames)`` log-mel into model windows ``(n_windows, n_mels, window_frames)``.
+
+    A recording shorter than one window (from ``MIN_SECONDS`` up) gives one window, filled by repeating
+    its frames (see ``is_padded``): a repeated steady sound has the band levels of the original, where
+    silence or zeros would read as a sudden drop.
+    """
     if spec_db.shape[0] != params.n_mels:
         raise AudioInputError(name, f"expected {params.n_mels} mel bands, got {spec_db.shape[0]}")
+    if spec_db.shape[1] < 1:
+        raise AudioInputError(name, "the recording holds no frames")
+    if is_padded(spec_db.shape[1], params):
+        spec_db = np.pad(spec_db, ((0, 0), (0, params.window_frames - spec_db.shape[1])), mode="wrap")
     starts = window_starts(spec_db.shape[1], params)
-    if len(starts) == 0:
-        need = params.window_seconds
-        have = spec_db.shape[1] * params.frame_seconds
-        raise AudioInputError(name, f"the recording is {have:.2f} s long; at least {need:.1f} s is needed")
     idx = starts[:, None] + np.arange(params.window_frames)[None, :]
     return np.ascontiguousarray(np.transpose(spec_db[:, idx], (1, 0, 2)))
 
 
+def is_padded(n_frames: int, params: FeatureParams) -> bool:
+    """True when a log-mel of ``n_frames`` is shorter than one window and is filled by repetition."""
+    return n_frames < params.window_frames
+
+
+def padding_note(n_frames: int, params: FeatureParams) -> str | None:
+    """What the answer says about a recording shorter than one window (None when it is not)."""
+    if not is_padded(n_frames, params):
+        return None
+    return (
+        f"The recording is {n_frames * params.frame_seconds:.2f} s long, shorter than the model's "
+        f"{params.window_seconds:.1f} s window; it was repeated to fill one window."
+    )
+
+
 def min_seconds(params: FeatureParams) -> float:
-    """Shortest recording that fills one model window."""
-    return math.ceil(params.window_seconds * 100) / 100
+    """Shortest recording accepted: ``MIN_SECONDS``, and never less than one FFT frame."""
+    return max(MIN_SECONDS, params.n_fft / params.sr)
 
 
 def log_mel_to_image(spec_db: np.ndarray, params: FeatureParams) -> np.ndarray:

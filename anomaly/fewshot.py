@@ -12,8 +12,8 @@ The protocol behind ``python -m anomaly evaluate DIR --fewshot K [K ...]``:
   (``Detector.calibrate_windows``), and AUC and pAUC are reported per domain as in ``auc_report``, each
   entry with ``n_calibration``, the number of clips that domain was calibrated on.
 
-Clips that cannot be read are left out of both sides with a warning, so K counts usable clips. Log-mel
-windows are cached per file (``cache``), so several K and recipes cost one pass over the audio.
+Clips that cannot be read are left out of both sides with a warning, so K counts usable clips. Log-mels
+are cached per file (``cache``), so several K and recipes cost one pass over the audio.
 
 Examples
 --------
@@ -35,6 +35,8 @@ import numpy as np
 from anomaly.dcase import parse_name
 from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report, test_files
+from anomaly.features import windows
+from anomaly.reference import Recipe
 from anomaly.training import training_files
 
 if TYPE_CHECKING:
@@ -119,29 +121,31 @@ def split_fewshot(pool: Sequence[Path], labelled: Sequence[Path], k: str | int) 
     return FewshotSplit(k=k, calibration=tuple(calibration), scored=scored, n_calibration=counts)
 
 
-def load_windows(
+def load_log_mels(
     detector: Detector,
     files: Iterable[Path],
     *,
     cache: dict[Path, np.ndarray | AudioInputError] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[Path, np.ndarray | AudioInputError]:
-    """Log-mel windows in dB of each file (or the reason it cannot be read), kept in ``cache``."""
+    """Log-mel in dB of each file (or the reason it cannot be read), kept in ``cache``."""
     cache = {} if cache is None else cache
     missing = [path for path in dict.fromkeys(Path(f) for f in files) if path not in cache]
-    _, clip_windows, errors = detector.window_files(missing, progress=progress)
+    specs, _, errors = detector.window_files(missing, progress=progress)
     for i, path in enumerate(missing):
         if i in errors:
             log.warning("skipping %s", errors[i])
-        cache[path] = errors.get(i, clip_windows[i])
+        cache[path] = errors.get(i, specs[i])
     return cache
 
 
-def score_clips(detector: Detector, files: Sequence[Path], windows_by_file: dict) -> np.ndarray:
-    """Clip scores (max over windows) of ``files`` under ``detector``'s active calibration, in one batch."""
+def score_clips(detector: Detector, files: Sequence[Path], specs_by_file: dict) -> np.ndarray:
+    """Clip scores of ``files`` under ``detector``'s active calibration."""
     if not files:
         return np.zeros(0)
-    clip_windows = [windows_by_file[Path(f)] for f in files]
+    if detector.reference is not None:
+        return np.array([detector.reference.score(specs_by_file[Path(f)]) for f in files])
+    clip_windows = [windows(specs_by_file[Path(f)], detector.params) for f in files]
     window_scores = detector.window_scores(detector.embed_windows(np.concatenate(clip_windows)))
     parts = np.split(window_scores, np.cumsum([len(w) for w in clip_windows])[:-1])
     return np.array([p.max() for p in parts])
@@ -150,24 +154,32 @@ def score_clips(detector: Detector, files: Sequence[Path], windows_by_file: dict
 def evaluate_split(
     detector: Detector,
     split: FewshotSplit,
-    windows_by_file: dict,
+    specs_by_file: dict,
     *,
     recipe: Sequence[str] | None = None,
+    reference_recipe: Recipe | None = None,
     refit_standardizer: bool = True,
     n_components: int | None = None,
 ) -> dict:
     """Calibrate ``detector`` on the split's calibration clips, score the others, report AUC per domain.
 
-    Returns ``auc_report``'s dict; each domain's entry also holds ``n_calibration``.
+    With a window ``recipe`` (or ``refit_standardizer=False``) the model's window scorer is refitted
+    (calibration format 2); otherwise a ``Reference`` is fitted (``reference_recipe``, default the chosen
+    one). Returns ``auc_report``'s dict; each domain's entry also holds ``n_calibration``.
     """
-    calibration = detector.calibrate_windows(
-        [windows_by_file[p] for p in split.calibration],
-        [parse_name(p).domain for p in split.calibration],
-        recipe=recipe,
-        refit_standardizer=refit_standardizer,
-        n_components=n_components,
-    )
-    scores = score_clips(detector.with_calibration(calibration), split.scored, windows_by_file)
+    if recipe is None and refit_standardizer:
+        calibration = detector.calibrate_specs(
+            [specs_by_file[p] for p in split.calibration], recipe=reference_recipe
+        )
+    else:
+        calibration = detector.calibrate_windows(
+            [windows(specs_by_file[p], detector.params) for p in split.calibration],
+            [parse_name(p).domain for p in split.calibration],
+            recipe=recipe,
+            refit_standardizer=refit_standardizer,
+            n_components=n_components,
+        )
+    scores = score_clips(detector.with_calibration(calibration), split.scored, specs_by_file)
     report = auc_report([parse_name(p) for p in split.scored], scores)
     for domain, entry in report.items():
         if domain != "mean":
@@ -181,6 +193,7 @@ def evaluate_fewshot(
     ks: Sequence[str | int],
     *,
     recipe: Sequence[str] | None = None,
+    reference_recipe: Recipe | None = None,
     refit_standardizer: bool = True,
     n_components: int | None = None,
     cache: dict[Path, np.ndarray | AudioInputError] | None = None,
@@ -194,8 +207,8 @@ def evaluate_fewshot(
     test_dir : DCASE layout (``train/`` and ``test/``), a folder of DCASE-named clips, or ``normal/`` and
         ``abnormal/`` folders.
     ks : numbers of clips per domain, ``"half"`` or ``"all"``.
-    recipe, refit_standardizer, n_components : passed to ``Detector.calibrate_windows``.
-    cache : log-mel windows per file, filled on first use; pass the same dict to reuse them.
+    recipe, reference_recipe, refit_standardizer, n_components : see ``evaluate_split``.
+    cache : log-mels per file, filled on first use; pass the same dict to reuse them.
 
     Raises
     ------
@@ -209,7 +222,7 @@ def evaluate_fewshot(
         raise AudioInputError(
             str(test_dir), "no labelled clips (names or folders must say normal or anomaly)"
         )
-    loaded = load_windows(detector, dict.fromkeys([*pool, *labelled]), cache=cache, progress=progress)
+    loaded = load_log_mels(detector, dict.fromkeys([*pool, *labelled]), cache=cache, progress=progress)
     usable = [p for p in pool if not isinstance(loaded[p], AudioInputError)]
     scorable = [p for p in labelled if not isinstance(loaded[p], AudioInputError)]
     reports: dict[str, dict] = {}
@@ -220,6 +233,7 @@ def evaluate_fewshot(
             split,
             loaded,
             recipe=recipe,
+            reference_recipe=reference_recipe,
             refit_standardizer=refit_standardizer,
             n_components=n_components,
         )

@@ -22,6 +22,7 @@ from anomaly.embedding import (
     uses_encoder,
 )
 from anomaly.errors import AudioInputError
+from anomaly.familiarity import FAMILIARITY_CONFIG, Familiarity
 from anomaly.features import FeatureParams, log_mel_file, windows
 from anomaly.scoring import MahalanobisScorer, calibrate
 
@@ -90,14 +91,18 @@ def train_bundle(
         raise AudioInputError(str(data_dir), "too few normal clips to hold any out for calibration")
     log.info("training on %d normal clips, %d held out for calibration", len(fit_files), len(held_files))
 
+    specs: list[np.ndarray] = []
+
     def load(group: list[Path], what: str) -> tuple[list[np.ndarray], list[str], list[Path]]:
         out, doms, kept = [], [], []
         for i, f in enumerate(group):
             try:
-                out.append(windows(log_mel_file(f, params), params, name=f.name))
+                spec = log_mel_file(f, params)
+                out.append(windows(spec, params, name=f.name))
             except AudioInputError as exc:
                 log.warning("skipping %s", exc)
                 continue
+            specs.append(spec)
             doms.append(parse_name(f).domain)
             kept.append(f)
             if (i + 1) % max(1, len(group) // 10) == 0 or i + 1 == len(group):
@@ -160,8 +165,11 @@ def train_bundle(
     sample = Xn[rng.choice(len(Xn), size=min(len(Xn), 2000), replace=False)]
     _, recon = net.embed_and_reconstruct(sample)
     err = np.square(sample - recon)
+    # What the model knows, for telling an unfamiliar machine from a faulty gearbox (all normal clips).
+    familiarity = Familiarity(params.window_frames).fit(specs, fit_domains + held_domains)
     arrays = {
         **scorer.to_arrays(),
+        **familiarity.to_arrays(),
         **standardizer,
         "norm_mean": norm_mean.astype(np.float32),
         "norm_std": norm_std.astype(np.float32),
@@ -185,6 +193,7 @@ def train_bundle(
             "clip_score": "max over windows",
         },
         "thresholds": thresholds.to_dict(),
+        "familiarity": FAMILIARITY_CONFIG,
         "training": {
             "data": description or f"normal clips from {Path(data_dir).name}",
             "synthetic": bool(synthetic) if synthetic is not None else False,

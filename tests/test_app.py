@@ -27,7 +27,10 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 ENDPOINTS = {"/analyze", "/analyze_spectrogram", "/score", "/batch"}
-SCORE_KEYS = {"file", "score", "label", "percentile", "thresholds", "windows", "model"}
+SCORE_KEYS = {
+    "file", "score", "label", "familiar", "compared_with", "percentile", "thresholds", "windows", "model",
+    "departures", "notes",
+}
 
 
 @pytest.fixture(scope="module")

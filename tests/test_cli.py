@@ -48,7 +48,10 @@ def test_predict_json_contract_and_bad_files(tiny_bundle, tiny_corpus, tmp_path)
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [Path(r["file"]).name for r in lines] == [good[0].name, good[1].name]
     for r in lines:
-        assert set(r) == {"file", "score", "label", "percentile", "thresholds", "windows", "model"}
+        assert set(r) >= {"file", "score", "label", "familiar", "compared_with", "percentile", "thresholds"}
+        assert set(r) <= {"file", "score", "label", "familiar", "advice", "compared_with", "percentile",
+                          "thresholds", "windows", "model", "departures", "notes"}
+        assert isinstance(r["familiar"], bool) and ("advice" in r) == (not r["familiar"])
         assert r["label"] in LABELS
         assert set(r["thresholds"]) == {"maintenance", "severe"}
         assert set(r["model"]) >= {"source", "revision"}

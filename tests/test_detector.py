@@ -26,7 +26,11 @@ def test_analysis_fields(tiny_detector, tiny_corpus):
     assert (result.anomaly_map >= 0).all()
     assert result.model["source"] == "local"
     out = result.to_json()
-    assert set(out) == {"file", "score", "label", "percentile", "thresholds", "windows", "model"}
+    assert set(out) == {
+        "file", "score", "label", "familiar", "compared_with", "percentile", "thresholds", "windows",
+        "model", "departures", "notes",
+    }
+    assert out["familiar"] is True and "advice" not in out
 
 
 def test_a_50ms_click_moves_the_score(tiny_detector, tiny_corpus, tmp_path):
@@ -83,7 +87,8 @@ def test_calibration_refits_on_user_clips(tiny_detector, tiny_corpus):
     normals = sorted((tiny_corpus / "train").glob("*source*"))[:6]
     cal = tiny_detector.calibrate(normals)
     assert cal.n_clips == 6 and cal.meta["rough"] is True
-    assert cal.meta["domains"] == ["source"]
+    assert cal.meta["method"] == "reference" and cal.reference is not None
+    assert cal.meta["domains"] == ["user"]
     assert len(cal.normal_scores) == 6
     adapted = tiny_detector.with_calibration(cal)
     assert adapted.thresholds == cal.thresholds
