@@ -30,11 +30,13 @@ import numpy as np
 
 NEGATIVE_UNIT = 2.5
 LOWER_DECILE_UNIT = 3.0
-# Synthetic normals and faults of another seed stay below 0.37; 92 % of the real clips lie above this.
-THRESHOLD = 0.45
-# With the score over the severe threshold (see ``is_familiar``): synthetic faults of another seed, up to
-# 5.3 times the severe threshold, stay familiar; loud real machines with gearbox-like envelopes do not.
-SCORE_RATIO_UNIT = 8.0
+# Synthetic normals and faults of other seeds stay below 0.37; most real clips lie above (see below).
+THRESHOLD = 0.5
+# With the score over the severe threshold (see ``is_familiar``): synthetic faults of seeds 2 and 3, up to
+# 5.3 times the severe threshold, and the bundled examples stay familiar; loud real machines with
+# gearbox-like envelopes do not. Both constants were set on those sets (scripts/familiarity_check.py): 0 of
+# 480 synthetic clips and 376 of 376 real clips flagged; the closest on each side are 0.99 and 1.06.
+SCORE_RATIO_UNIT = 8.5
 # A band's spread is never taken below this (dB): a handful of clips can agree to a fraction of a dB.
 SPREAD_FLOOR_DB = 1.0
 

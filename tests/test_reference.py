@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from anomaly.bundle import load_calibration
+from anomaly.bundle import DEFAULT_BUNDLE, load_calibration
 from anomaly.errors import AudioInputError
 from anomaly.features import FeatureParams, load_audio, log_mel, windows
 from anomaly.realbench import LOSO_TOLERANCE, candidate_recipes, leave_one_set_out, select
@@ -73,6 +73,18 @@ def test_after_adapting_familiarity_is_judged_against_the_users_normals(tiny_det
     for result in adapted.analyze_many(gearbox):
         assert not result.familiar, result.file
         assert "same machine" in result.advice
+
+
+def test_bundled_examples_keep_their_labels_and_stay_familiar(example_clips):
+    from anomaly.detector import Detector
+
+    detector = Detector.load(DEFAULT_BUNDLE)
+    results = detector.analyze_many(sorted(example_clips.glob("*.wav")))
+    assert len(results) == 7
+    for result in results:
+        assert result.familiar, result.file
+        expected = "NORMAL" if result.file.startswith("normal") else "SEVERE ANOMALY"
+        assert result.label == expected, (result.file, result.score)
 
 
 # --- the adapted path -------------------------------------------------------------------------------
