@@ -30,6 +30,10 @@ SILENCE_RMS = 1e-5
 # Full scale is 1. Float files may go a little over, but samples 60 dB above it are not a recording (often
 # integer sample values stored as float); far enough above, the power spectrum overflows float32.
 MAX_PEAK = 1000.0
+# Samples below this (-120 dBFS, under 16-bit resolution) at the very start or end are an encoder's padding
+# (digital zero), not the recording; quiet sound (a dropout in a real recording) is kept.
+EDGE_SILENCE = 1e-6
+EDGE_SILENCE_SECONDS = 0.005
 # Shortest recording accepted; shorter than one model window, it is scored as one repeated window.
 MIN_SECONDS = 0.5
 
@@ -421,9 +425,22 @@ def prepare_waveform(
     y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < SILENCE_RMS:
         raise AudioInputError(name, "the recording is silent (no signal above -100 dBFS)")
+    y = trim_edge_silence(y, min_samples=int(EDGE_SILENCE_SECONDS * file_sr))
     if file_sr != sr:
         y = resample(y, file_sr, sr)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def trim_edge_silence(y: np.ndarray, min_samples: int = 1, threshold: float = EDGE_SILENCE) -> np.ndarray:
+    """Drop the digital silence a lossy encoder puts before and after the sound (AAC's priming and
+    padding, about 64 ms): scored as sound, it reads as a sudden drop in every band. Runs shorter than
+    ``min_samples`` (a zero crossing) are kept."""
+    loud = np.flatnonzero(np.abs(y) > threshold)
+    if len(loud) == 0:
+        return y
+    start = int(loud[0]) if loud[0] >= min_samples else 0
+    stop = int(loud[-1]) + 1 if len(y) - 1 - loud[-1] >= min_samples else len(y)
+    return y[start:stop]
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -690,3 +707,68 @@ def _image_array(im: object) -> np.ndarray:
     if im.mode == "LA":
         return np.asarray(im)[:, :, 0]
     return np.asarray(im.convert("RGB"))
+
+
+# A recording's top bands count as missing when they lie this far below its typical level against the
+# reference (a codec's low-pass, a low sample rate, an upsampling filter).
+BAND_DROP_DB = 3.0
+# The same against a user's reference, whose normal clips vary more than the synthetic gearbox's.
+REFERENCE_BAND_DROP_DB = 10.0
+# Below this the recording misses too much of the band the model listens to: it is refused.
+MIN_BAND_HZ = 6000.0
+
+
+def missing_top_bands(
+    band_level_db: np.ndarray, profile_db: np.ndarray, *, drop_db: float = BAND_DROP_DB, context: int = 8
+) -> int:
+    """How many of the top bands a recording does not carry.
+
+    ``band_level_db`` is the recording's level per band, ``profile_db`` the normal level per band of the
+    reference it is compared with. The missing bands are the lowest run of bands, reaching the top band, that
+    all lie more than ``drop_db`` below the recording's deviation from the profile in the ``context`` bands
+    just below them (median). Faults add energy, so they seldom open such a run; a codec's low-pass, a low
+    sample rate or an upsampling filter does, with a cliff of 5 to 60 dB.
+    """
+    deviation = np.asarray(band_level_db, np.float64) - np.asarray(profile_db, np.float64)
+    n = len(deviation)
+    overall = float(np.median(deviation[n // 4 :]))
+    for first in range(n // 2, n):
+        # A fault that raises the bands below (a resonance) must not make the normal bands above it look
+        # missing: the run must also lie below the recording's deviation over most of the band.
+        typical = min(float(np.median(deviation[max(0, first - context) : first])), overall)
+        if deviation[first:].max() < typical - drop_db:
+            return n - first
+    return 0
+
+
+def fill_top_bands(spec_db: np.ndarray, n_missing: int, profile_db: np.ndarray, *, context: int = 3) -> np.ndarray:
+    """The log-mel with its top ``n_missing`` bands replaced by the reference's normal level, moved frame by
+    frame with the bands just below them: the missing bands then count as normal, and the score rests on
+    the bands the recording and the reference share."""
+    if n_missing <= 0:
+        return spec_db
+    n = spec_db.shape[0]
+    first = n - n_missing
+    below = slice(max(0, first - context), first)
+    offset = (spec_db[below] - np.asarray(profile_db, np.float32)[below, None]).mean(axis=0)
+    out = np.array(spec_db, dtype=np.float32, copy=True)
+    out[first:] = np.asarray(profile_db, np.float32)[first:, None] + offset[None, :]
+    return out
+
+
+# Level losses up to this (dB) across the shared bands are what codecs, converters and filters take away;
+# the bundled model's input is brought back to normal level from them (see ``Detector.shared_bands``).
+LEVEL_TOLERANCE_DB = 1.0
+
+
+def level_offset(band_level_db: np.ndarray, profiles_db: np.ndarray, n_shared: int) -> float:
+    """The recording's overall level against the nearest normal profile, in dB, over its first ``n_shared``
+    bands: the median deviation, which faults (a few bands) barely move and a gain change moves whole.
+
+    ``profiles_db`` is one profile per row (e.g. per training domain).
+    """
+    level = np.asarray(band_level_db, np.float64)[:n_shared]
+    profiles = np.atleast_2d(np.asarray(profiles_db, np.float64))[:, :n_shared]
+    offsets = np.median(level[None, :] - profiles, axis=1)
+    spread = np.abs(level[None, :] - profiles - offsets[:, None]).mean(axis=1)
+    return float(offsets[int(np.argmin(spread))])

@@ -132,13 +132,13 @@ def test_load_reads_bundle_from_environment(tiny_bundle, monkeypatch):
 
 
 def test_batch_scores_equal_the_all_at_once_pass(tiny_detector, tiny_corpus):
-    """Streaming files through in groups gives the scores of embedding every window in one pass."""
+    """Streaming files through in groups gives the scores of scoring each file on its own."""
     files = sorted((tiny_corpus / "test").glob("*.wav"))[:12]
     streamed = tiny_detector.analyze_many(files)
-    embeddings, _, errors = tiny_detector.embed_files(files)
-    assert not errors
-    for result, emb in zip(streamed, embeddings, strict=True):
-        np.testing.assert_allclose(result.window_scores, tiny_detector.window_scores(emb), rtol=1e-5)
+    for result, path in zip(streamed, files, strict=True):
+        alone = tiny_detector.analyze(path)
+        np.testing.assert_allclose(result.window_scores, alone.window_scores, rtol=1e-5)
+        assert result.label == alone.label and result.notes == alone.notes
 
 
 def test_a_long_batch_holds_a_few_files_at_a_time(tiny_detector, tmp_path):

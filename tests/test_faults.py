@@ -351,7 +351,18 @@ def test_stereo_scores_as_its_downmix(tiny_detector, tmp_path):
     assert stereo.duration_s == pytest.approx(10.0, abs=0.05)
 
 
-@pytest.mark.parametrize("file_sr", [8000, 44100, 48000])
+def test_a_low_sample_rate_is_refused_saying_what_it_carries(tiny_detector, tmp_path):
+    import librosa
+
+    from anomaly.synth import synthesize_clip
+
+    wave, _ = synthesize_clip("source", "normal", 32, sr=SR)
+    low = librosa.resample(wave, orig_sr=SR, target_sr=8000, res_type="fft")
+    with pytest.raises(AudioInputError, match=r"8k\.wav: the recording carries sound only up to about 3\.\d kHz"):
+        tiny_detector.analyze(write_wav(tmp_path / "8k.wav", low, 8000))
+
+
+@pytest.mark.parametrize("file_sr", [44100, 48000])
 def test_other_sample_rates_are_scored_end_to_end(tiny_detector, tmp_path, file_sr):
     import librosa
 
