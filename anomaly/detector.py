@@ -35,10 +35,8 @@ from anomaly.embedding import (
 from anomaly.errors import AudioInputError
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
 from anomaly.features import (
-    BAND_DROP_DB,
     LEVEL_TOLERANCE_DB,
     MIN_BAND_HZ,
-    REFERENCE_BAND_DROP_DB,
     FeatureParams,
     fill_top_bands,
     image_to_log_mel,
@@ -360,16 +358,12 @@ class Detector:
         never carried is not scored as a fault. Below ``MIN_BAND_HZ`` too little is left: refused.
         """
         if self.reference is not None:
-            # Real recordings of one machine differ by a few dB near the top of the band from clip to clip:
-            # only a codec's cliff counts there (3 dB cost vmc 0.05 AUC at K = 3).
             profile = self.reference.spectrum_mean_
             level = 10.0 * np.log10(np.power(10.0, np.asarray(spec_db, np.float64) / 10.0).mean(axis=1) + 1e-12)
-            drop_db = REFERENCE_BAND_DROP_DB
         else:
             profile = self._norm_mean[:, 0]
             level = spec_db.mean(axis=1)
-            drop_db = BAND_DROP_DB
-        missing = missing_top_bands(level, profile, drop_db=drop_db)
+        missing = missing_top_bands(level, profile)
         notes: list[str] = []
         heard = spec_db
         if missing:
@@ -391,16 +385,20 @@ class Detector:
             heard = fill_top_bands(spec_db, missing, profile)
         return heard, notes, len(level) - missing
 
-    def model_windows(self, heard: np.ndarray, n_shared: int, *, name: str = "audio") -> np.ndarray:
+    def model_windows(
+        self, heard: np.ndarray, n_shared: int, *, name: str = "audio", cut: np.ndarray | None = None
+    ) -> np.ndarray:
         """The bundled model's windows of a log-mel; when bands were missing (a codec or a resampler was at
         work), each window is brought back to normal level when it is up to ``LEVEL_TOLERANCE_DB`` quieter
-        than the nearest training domain.
+        than the nearest training domain. ``cut``: the windows of ``heard`` if already cut.
 
         The model reads a few tenths of a dB of gain as a change of the machine (its normal sounds vary that
         little): an MP3 encoder's -0.4 dB raised a normal score by half. Lossy codecs and filters take energy
         away, faults add it; so a small loss is evened out and a gain is kept. Window by window, so that a
         short event moves only the windows it is in.
         """
+        if n_shared >= self.params.n_mels and cut is not None:
+            return cut  # the windows already cut from this very log-mel
         w = windows(heard, self.params, name=name)
         if n_shared >= self.params.n_mels:
             # No sign of a codec or a resampler: the level is the recording's own (the synthetic gearbox's
@@ -608,7 +606,7 @@ class Detector:
                 scored = self._reference_scores(heard, False)
                 results[i] = self._analysis(name_of(i), spec, *scored, False, started, notes=notes, heard=heard)
             else:
-                clip = self.model_windows(heard, n_shared, name=name_of(i))
+                clip = self.model_windows(heard, n_shared, name=name_of(i), cut=clip)
                 group.append((i, spec, heard, clip, notes))
                 if sum(len(g[3]) for g in group) >= BATCH_WINDOWS:
                     score_group()

@@ -712,8 +712,6 @@ def _image_array(im: object) -> np.ndarray:
 # A recording's top bands count as missing when they lie this far below its typical level against the
 # reference (a codec's low-pass, a low sample rate, an upsampling filter).
 BAND_DROP_DB = 3.0
-# The same against a user's reference, whose normal clips vary more than the synthetic gearbox's.
-REFERENCE_BAND_DROP_DB = 10.0
 # Below this the recording misses too much of the band the model listens to: it is refused.
 MIN_BAND_HZ = 6000.0
 

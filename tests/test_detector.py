@@ -159,8 +159,9 @@ def test_a_long_batch_holds_a_few_files_at_a_time(tiny_detector, tmp_path):
             tracemalloc.stop()
 
     few, _ = peak_of(8)
-    many, results = peak_of(20)
+    many, results = peak_of(32)
     assert len({round(r.score, 6) for r in results}) == 1
-    # Decoding and the FFT cost the same for 8 files as for 20; holding every file's log-mel and windows,
-    # as the batch did before, would add 12 x per_file.
-    assert many < few + 2 * per_file, (few / 2**20, many / 2**20, per_file / 2**20)
+    # Decoding and the FFT cost the same for 8 files as for 32; holding every file's log-mel and windows,
+    # as the batch did before, would add 24 x per_file. The peak itself varies by a few files' worth with
+    # how the decoding threads overlap the network's passes (measured: up to 6 x per_file).
+    assert many < few + 8 * per_file, (few / 2**20, many / 2**20, per_file / 2**20)
