@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from anomaly.embedding import BLOCKS, DEFAULT_RECIPE
-from anomaly.errors import AudioInputError, BundleError
+from anomaly.errors import AudioInputError, GearboxError
 
 log = logging.getLogger("anomaly")
 
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     except AudioInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except BundleError as exc:
+    except GearboxError as exc:  # a bundle, calibration file or Hub problem
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -38,10 +38,6 @@ class ClipInfo:
     def fault(self) -> str | None:
         return self.attributes.get("fault")
 
-    @property
-    def is_anomaly(self) -> bool | None:
-        return None if self.label is None else self.label == "anomaly"
-
 
 def format_name(
     domain: str,

@@ -32,7 +32,7 @@ from anomaly.embedding import (
     uses_decoder,
     uses_encoder,
 )
-from anomaly.errors import AudioInputError
+from anomaly.errors import AudioInputError, CalibrationError
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
 from anomaly.features import (
     LEVEL_TOLERANCE_DB,
@@ -293,10 +293,6 @@ class Detector:
             raw, x, recon = self.window_features(windows_db, reconstruct=True)
             return standardize(raw, self._standardizer), x, recon
         return standardize(self.window_features(windows_db), self._standardizer)
-
-    def embed(self, spec_db: np.ndarray, *, name: str = "audio") -> np.ndarray:
-        """Log-mel -> one standardised embedding per window."""
-        return self.embed_windows(windows(spec_db, self.params, name=name))
 
     def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
         return self.scorer.score_samples(embeddings)
@@ -680,7 +676,7 @@ class Detector:
         """A reference calibration (format 3) from log-mels in dB of normal clips, one array per clip."""
         n_clips = len(clip_specs)
         if n_clips < MIN_CALIBRATION_CLIPS:
-            raise AudioInputError(
+            raise CalibrationError(
                 "calibration",
                 f"{n_clips} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
                 f"({ROUGH_CALIBRATION_CLIPS} or more for tighter thresholds)",
@@ -724,7 +720,7 @@ class Detector:
         """``calibrate`` on clips already cut into log-mel windows in dB (one array per clip)."""
         n_clips = len(clip_windows)
         if n_clips < MIN_CALIBRATION_CLIPS:
-            raise AudioInputError(
+            raise CalibrationError(
                 "calibration",
                 f"{n_clips} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
                 f"({ROUGH_CALIBRATION_CLIPS} or more for thresholds that are not a rough guess)",

@@ -1,7 +1,21 @@
-"""The project's own exceptions: one for bad input, one for a bad or missing model bundle."""
+"""The project's own exceptions, one family: the CLI and the app each turn every one into one line.
+
+- ``GearboxError``: the root.
+  - ``AudioInputError`` (also a ``ValueError``): a recording, image or folder a user gave cannot be used;
+    the message names it and the problem. CLI exit 1.
+    - ``CalibrationError``: the recordings given to adapt to a machine cannot make a calibration (too few
+      usable clips).
+  - ``BundleError`` (also a ``RuntimeError``): a model bundle or calibration file is missing, tampered with
+    or incompatible. CLI exit 2.
+    - ``HubError``: the Hugging Face Hub refused or failed a download or an upload.
+"""
 
 
-class AudioInputError(ValueError):
+class GearboxError(Exception):
+    """Root of the project's errors: each has a message a user can act on, with no traceback."""
+
+
+class AudioInputError(GearboxError, ValueError):
     """Input a user gave us cannot be scored: the message names the file and the problem."""
 
     def __init__(self, source: str, problem: str):
@@ -10,5 +24,13 @@ class AudioInputError(ValueError):
         super().__init__(f"{self.source}: {problem}")
 
 
-class BundleError(RuntimeError):
+class CalibrationError(AudioInputError):
+    """The normal recordings given to adapt to a machine cannot make a calibration."""
+
+
+class BundleError(GearboxError, RuntimeError):
     """A model bundle or calibration file is missing, tampered with or incompatible."""
+
+
+class HubError(BundleError):
+    """The Hugging Face Hub refused or failed a download or an upload."""

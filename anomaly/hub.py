@@ -43,7 +43,7 @@ from huggingface_hub.errors import (
 )
 
 from anomaly.bundle import BUNDLE_FILES, DEFAULT_BUNDLE, verify_bundle
-from anomaly.errors import BundleError
+from anomaly.errors import BundleError, HubError
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS
 
@@ -52,7 +52,6 @@ log = logging.getLogger("anomaly")
 ENV_REPO = "ANOMALY_HUB_REPO"
 ENV_REVISION = "ANOMALY_HUB_REVISION"
 DEFAULT_REVISION = "main"
-SOURCES = ("hub", "hub-cache", "bundled")
 
 CARD_TAGS = ["audio", "anomaly-detection", "machine-condition-monitoring", "dcase", "gearbox"]
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -666,7 +665,27 @@ def publish(
     """
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
-    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        commit = _upload(
+            HfApi(endpoint=endpoint, token=token),
+            bundle_dir,
+            config,
+            repo_id,
+            private=private,
+            revision=revision,
+            tag=tag,
+            commit_message=commit_message,
+        )
+    except HfHubHTTPError as exc:
+        raise HubError(f"{repo_id}: the Hub refused the upload ({_first_line(exc)})") from None
+    except (OSError, *_transport_errors()) as exc:  # connection refused, DNS, timeouts
+        raise HubError(f"{repo_id}: the Hub cannot be reached ({_first_line(exc)})") from None
+    log.info("published %s to %s @ %s", bundle_dir, repo_id, commit.oid[:7])
+    return commit.commit_url
+
+
+def _upload(api, bundle_dir: Path, config: dict, repo_id: str, *, private, revision, tag, commit_message):
+    """The commit behind ``publish``: repo (and branch), the bundle's files and the model card, a tag."""
     api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
     if revision and revision != DEFAULT_REVISION:
         api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
@@ -685,5 +704,21 @@ def publish(
     )
     if tag:
         api.create_tag(repo_id, tag=tag, revision=commit.oid, repo_type="model")
-    log.info("published %s to %s @ %s", bundle_dir, repo_id, commit.oid[:7])
-    return commit.commit_url
+    return commit
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's own network errors: huggingface_hub 2.x speaks through ``httpx2`` (older ones
+    through ``httpx``), whose errors are not ``OSError``."""
+    found = []
+    for module in ("httpx2", "httpx"):
+        try:
+            found.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)

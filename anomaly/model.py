@@ -135,11 +135,6 @@ class CompiledEncoder:
             self._both = _both.get_concrete_function()
         self._tf = tf
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        shape = self.encoder.inputs[0].shape
-        return int(shape[1]), int(shape[2])
-
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Embeddings of normalised windows ``(n, n_mels, frames)`` -> ``(n, dim)``."""
         x = np.asarray(x, dtype=np.float32)[..., None]

@@ -32,7 +32,6 @@ import soundfile as sf  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy import signal  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anomaly.dcase import list_audio, parse_name  # noqa: E402
 from anomaly.synth import DOMAINS, FAULTS, SAMPLE_RATE, synthesize_clip  # noqa: E402
 

@@ -1,7 +1,7 @@
 """How often the uncalibrated model calls a recording unfamiliar: synthetic test clips vs real machines.
 
     python -m anomaly synth /tmp/synth3 --seed 3 --train 0 --test 60
-    PYTHONPATH=. python scripts/familiarity_check.py /tmp/synth3/test ../shared/data
+    python scripts/familiarity_check.py /tmp/synth3/test ../shared/data
 
 Prints, per folder, the clips flagged unfamiliar, and the healthy real clips labelled SEVERE ANOMALY while
 still called familiar (the product's promise is none).

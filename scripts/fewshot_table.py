@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anomaly.dcase import parse_name  # noqa: E402
 from anomaly.detector import Detector  # noqa: E402
 from anomaly.embedding import CALIBRATION_RECIPE  # noqa: E402

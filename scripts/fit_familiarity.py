@@ -3,7 +3,7 @@
 ``train`` fits it for every new bundle; this script brought it to the bundle trained before it existed:
 
     python -m anomaly synth corpus --seed 1 --train 1000 --test 0
-    PYTHONPATH=. python scripts/fit_familiarity.py artifacts corpus
+    python scripts/fit_familiarity.py artifacts corpus
 
 It rewrites ``arrays.npz`` (every other array kept as it is) and ``config.json`` with fresh checksums.
 """

@@ -45,7 +45,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anomaly.bench import app_server, loopback_client, process_memory_mb  # noqa: E402
 from anomaly.scoring import LABELS  # noqa: E402
 

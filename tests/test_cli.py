@@ -13,11 +13,11 @@ import pytest
 from anomaly.scoring import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["synth", "train", "predict", "calibrate", "evaluate", "publish", "bench"]
+COMMANDS = ["synth", "train", "predict", "calibrate", "evaluate", "realbench", "publish", "bench"]
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "anomaly", *args],
         cwd=ROOT,
@@ -113,3 +113,49 @@ def test_train_calibrate_predict_evaluate_end_to_end(tiny_corpus, tmp_path):
         ).stdout
     )
     assert r["model"]["calibration"]["n_clips"] == 33
+
+
+def test_a_hub_failure_during_publish_is_one_line_and_exit_2(tiny_bundle):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomaly", "publish", str(tiny_bundle), "--repo-id", "me/gearbox", "--token", "x"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: me/gearbox: the Hub cannot be reached ([Errno 111] Connection refused)"]
+
+
+def test_too_few_calibration_clips_is_one_line_and_exit_1(tiny_bundle, tiny_corpus, tmp_path):
+    normals = sorted((tiny_corpus / "train").glob("*source*"))[:2]
+    proc = run("calibrate", *map(str, normals), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "c.npz"), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: calibration: 2 usable normal clip(s); at least 3")
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_error_family():
+    from anomaly.errors import AudioInputError, BundleError, CalibrationError, GearboxError, HubError
+
+    assert issubclass(CalibrationError, AudioInputError) and issubclass(AudioInputError, ValueError)
+    assert issubclass(HubError, BundleError) and issubclass(BundleError, RuntimeError)
+    assert all(issubclass(e, GearboxError) for e in (AudioInputError, CalibrationError, BundleError, HubError))
+
+
+def test_the_project_is_an_installable_package(tmp_path):
+    """``pip wheel`` builds it with the pinned dependencies, one version and the console script."""
+    import zipfile
+
+    import anomaly
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("gearbox_sound_check-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(f"gearbox_sound_check-{anomaly.__version__}.dist-info/METADATA").decode()
+        scripts = zf.read(f"gearbox_sound_check-{anomaly.__version__}.dist-info/entry_points.txt").decode()
+    pins = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert all(f"Requires-Dist: {pin}" in meta for pin in pins)
+    assert "gearbox-sound-check = anomaly.cli:main" in scripts
