@@ -1006,7 +1006,10 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
                         f"Upload a handful of **normal** recordings of your own gearbox (at least "
                         f"{MIN_CALIBRATION_CLIPS}; {ROUGH_CALIBRATION_CLIPS} or more for reliable thresholds). "
                         "The scorer and thresholds are refitted on them for this browser session only; "
-                        "other visitors are not affected. Download the calibration to use it again later."
+                        "other visitors are not affected. Download the calibration to use it again later.\n\n"
+                        "**Record every clip from the same spot, with the same gain and distance**: the overall "
+                        "loudness is one of the things compared, so moving the phone or turning the gain up "
+                        "reads as a change of the machine."
                     )
                     calibration_in = gr.File(
                         file_count="multiple",
