@@ -68,35 +68,10 @@ AUDIO_FORMATS_SHORT = "WAV, FLAC, OGG, MP3, M4A, WebM"
 # --- the model, loaded once -----------------------------------------------------------------------------
 
 
-class _Capture(logging.Handler):
-    """Keeps what the engine logs while loading: the sentence saying which model was chosen and why."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.module in ("hub", "detector"):
-            self.messages.append(record.getMessage())
-
-
 def load_detector() -> tuple[Detector, str]:
-    """The shared detector and one sentence on which model was loaded and why."""
-    capture = _Capture()
-    engine_log = logging.getLogger("anomaly")
-    engine_log.addHandler(capture)
-    previous = engine_log.level
-    engine_log.setLevel(min(previous or logging.INFO, logging.INFO))
-    try:
-        detector = Detector.load()
-    finally:
-        engine_log.removeHandler(capture)
-        engine_log.setLevel(previous)
-    if capture.messages:
-        return detector, capture.messages[-1]
-    if detector.model_info["source"] == "local":
-        return detector, f"model from the folder in ANOMALY_BUNDLE ({detector.bundle.path.name}/)"
-    return detector, f"model: {detector.model_info['source']}"
+    """The shared detector and one sentence on which model was loaded and why (the bundle says it)."""
+    detector = Detector.load()
+    return detector, detector.bundle.reason or f"model: {detector.model_info['source']}"
 
 
 def warm_up(detector: Detector) -> float:

@@ -73,6 +73,10 @@ class Bundle:
     arrays: dict[str, np.ndarray]
     source: str = "bundled"
     revision: str | None = None
+    # The Hub repo that was asked for (None when none was), and one sentence on which model was loaded
+    # and why (e.g. "the Hub could not be reached; using the bundled model").
+    repo_id: str | None = None
+    reason: str | None = None
     _models: tuple | None = field(default=None, repr=False)
 
     @property
@@ -203,7 +207,14 @@ def verify_bundle(bundle_dir: str | Path) -> dict:
     return config
 
 
-def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: str | None = None) -> Bundle:
+def load_bundle(
+    bundle_dir: str | Path,
+    *,
+    source: str = "bundled",
+    revision: str | None = None,
+    repo_id: str | None = None,
+    reason: str | None = None,
+) -> Bundle:
     """Verify and read a bundle (the Keras models load on first use)."""
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
@@ -217,7 +228,15 @@ def load_bundle(bundle_dir: str | Path, *, source: str = "bundled", revision: st
     missing -= set(arrays)
     if missing:
         raise BundleError(f"{bundle_dir}: arrays.npz lacks {sorted(missing)}")
-    return Bundle(path=bundle_dir, config=config, arrays=arrays, source=source, revision=revision)
+    return Bundle(
+        path=bundle_dir,
+        config=config,
+        arrays=arrays,
+        source=source,
+        revision=revision,
+        repo_id=repo_id,
+        reason=reason,
+    )
 
 
 # --- arrays from files a user hands us ---------------------------------------------------------------

@@ -199,15 +199,19 @@ class Detector:
         ``ANOMALY_HUB_REPO``, else the bundled ``artifacts/``."""
         bundle_dir = bundle_dir or os.environ.get("ANOMALY_BUNDLE") or None
         if bundle_dir is not None:
-            bundle = load_bundle(bundle_dir, source="local", revision=None)
+            reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
+            bundle = load_bundle(bundle_dir, source="local", revision=None, reason=reason)
         else:
             from anomaly.hub import resolve_bundle
 
             resolved = resolve_bundle()
-            log.debug("%s", resolved.message)  # resolve_bundle has said it at the right level
-            bundle = load_bundle(resolved.path, source=resolved.source, revision=resolved.revision)
-            bundle.config.setdefault("_repo_id", resolved.repo_id)
-            bundle.config.setdefault("_message", resolved.message)
+            bundle = load_bundle(
+                resolved.path,
+                source=resolved.source,
+                revision=resolved.revision,
+                repo_id=resolved.repo_id,
+                reason=resolved.message,
+            )
         cal = load_calibration(calibration, bundle) if calibration else None
         detector = cls(bundle, cal)
         return detector.with_thresholds(maintenance, severe)
@@ -236,12 +240,12 @@ class Detector:
         info = {
             "source": self.bundle.source,
             "revision": self.bundle.revision,
-            "repo_id": self.bundle.config.get("_repo_id"),
+            "repo_id": self.bundle.repo_id,
             "calibration": None,
         }
-        if self.bundle.config.get("_message"):
+        if self.bundle.reason:
             # Which model answered and why (e.g. the Hub was unreachable and the bundled one is used).
-            info["message"] = self.bundle.config["_message"]
+            info["message"] = self.bundle.reason
         if self.calibration is not None:
             info["calibration"] = {
                 "n_clips": self.calibration.n_clips,
