@@ -7,7 +7,6 @@ whoever prints or draws it.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import time
@@ -19,20 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.bundle import CALIBRATION_FORMAT_VERSION, Bundle, Calibration, load_bundle, load_calibration
+from anomaly.bundle import Bundle, Calibration, load_bundle, load_calibration
+from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH and cross_fitted_scores are part of this module's API
+    MIN_CALIBRATION_CLIPS,
+    ROUGH_CALIBRATION_CLIPS,
+    check_clip_count,
+    cross_fitted_scores,
+    fit_reference_calibration,
+    fit_window_calibration,
+)
 from anomaly.dcase import parse_name
 from anomaly.embedding import (
     CALIBRATION_RECIPE,
-    CALIBRATION_STD_FLOOR,
     check_recipe,
-    fit_standardizer,
     raw_features,
     reconstruction_error,
     standardize,
     uses_decoder,
     uses_encoder,
 )
-from anomaly.errors import AudioInputError, CalibrationError
+from anomaly.errors import AudioInputError
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
 from anomaly.features import (
     LEVEL_TOLERANCE_DB,
@@ -48,14 +53,10 @@ from anomaly.features import (
     windows,
 )
 from anomaly.reference import Recipe, Reference
-from anomaly.scoring import MahalanobisScorer, Thresholds, calibrate, percentile
+from anomaly.scoring import Thresholds, percentile
 
 log = logging.getLogger("anomaly")
 
-# Fewer user clips than this cannot give a spread for the thresholds.
-MIN_CALIBRATION_CLIPS = 3
-# Below this many clips the thresholds are a rough guess and we say so.
-ROUGH_CALIBRATION_CLIPS = 10
 # analyze_many embeds about this many windows per pass: large enough for the network's throughput
 # (CompiledEncoder runs 64 at a time), small enough to hold two or three 120 s files.
 BATCH_WINDOWS = 256
@@ -678,37 +679,7 @@ class Detector:
         name: str | None = None,
     ) -> Calibration:
         """A reference calibration (format 3) from log-mels in dB of normal clips, one array per clip."""
-        n_clips = len(clip_specs)
-        if n_clips < MIN_CALIBRATION_CLIPS:
-            raise CalibrationError(
-                "calibration",
-                f"{n_clips} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
-                f"({ROUGH_CALIBRATION_CLIPS} or more for tighter thresholds)",
-            )
-        reference = Reference(recipe, frame_seconds=self.params.frame_seconds).fit(clip_specs)
-        familiarity = Familiarity(self.params.window_frames).fit(clip_specs)
-        meta = {
-            "kind": "gearbox-sound-check calibration",
-            "format_version": CALIBRATION_FORMAT_VERSION,
-            "method": "reference",
-            "encoder_sha256": self.bundle.encoder_sha256,
-            "preprocessing": self.bundle.config["preprocessing"],
-            "n_clips": n_clips,
-            "skipped": list(skipped),
-            "domains": ["user"],
-            "reference_recipe": reference.recipe.to_dict(),
-            "segment_seconds": round(reference.segment_frames_ * self.params.frame_seconds, 3),
-            "rough": n_clips < ROUGH_CALIBRATION_CLIPS,
-            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-        }
-        return Calibration(
-            scorer=None,
-            thresholds=reference.thresholds,
-            normal_scores=np.sort(reference.normal_scores_),
-            meta=meta,
-            reference=reference,
-            familiarity=familiarity,
-        ).named(name)
+        return fit_reference_calibration(clip_specs, self.bundle, recipe=recipe, skipped=skipped, name=name)
 
     def calibrate_windows(
         self,
@@ -721,57 +692,21 @@ class Detector:
         folds: int = 5,
         skipped: Sequence[str] = (),
     ) -> Calibration:
-        """``calibrate`` on clips already cut into log-mel windows in dB (one array per clip)."""
-        n_clips = len(clip_windows)
-        if n_clips < MIN_CALIBRATION_CLIPS:
-            raise CalibrationError(
-                "calibration",
-                f"{n_clips} usable normal clip(s); at least {MIN_CALIBRATION_CLIPS} are needed "
-                f"({ROUGH_CALIBRATION_CLIPS} or more for thresholds that are not a rough guess)",
-            )
+        """``calibrate`` with a window recipe, on clips already cut into log-mel windows in dB (one array
+        per clip): the network runs here, the fitting in ``anomaly.calibration``."""
+        check_clip_count(len(clip_windows))
         recipe = check_recipe(recipe or self.calibration_recipe)
-        if not refit_standardizer and recipe != check_recipe(self.bundle.config["embedding"]["recipe"]):
-            raise ValueError("the model's standardiser fits only the model's recipe; refit it for another")
         raw = self.window_features(np.concatenate(clip_windows), recipe)
         clip_raw = np.split(raw, np.cumsum([len(w) for w in clip_windows])[:-1])
-        clip_domains = np.asarray(list(domains))
-        n_comp = n_components or self.default_components(len(raw))
-        if refit_standardizer:
-            standardizer = fit_standardizer(raw, floor=CALIBRATION_STD_FLOOR)
-            held_out = cross_fitted_scores(
-                clip_raw, clip_domains, n_components=n_comp, folds=folds, refit_standardizer=True
-            )
-        else:
-            standardizer = None
-            clip_embs = [standardize(r, self.bundle.arrays) for r in clip_raw]
-            held_out = cross_fitted_scores(clip_embs, clip_domains, n_components=n_comp, folds=folds)
-        window_domains = np.concatenate(
-            [[d] * len(w) for d, w in zip(clip_domains, clip_windows, strict=True)]
-        )
-        window_clips = np.concatenate([[i] * len(w) for i, w in enumerate(clip_windows)])
-        X = standardize(raw, standardizer or self.bundle.arrays)
-        scorer = MahalanobisScorer(n_components=n_comp).fit(X, window_domains, groups=window_clips)
-        thresholds = calibrate(held_out)
-        meta = {
-            "kind": "gearbox-sound-check calibration",
-            "format_version": 2,
-            "encoder_sha256": self.bundle.encoder_sha256,
-            "preprocessing": self.bundle.config["preprocessing"],
-            "n_clips": n_clips,
-            "skipped": list(skipped),
-            "domains": sorted(set(clip_domains.tolist())),
-            "n_components": int(scorer.components_.shape[0]),
-            "recipe": list(recipe),
-            "standardizer": "refitted on these clips" if refit_standardizer else "the model's",
-            "rough": n_clips < ROUGH_CALIBRATION_CLIPS,
-            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-        }
-        return Calibration(
-            scorer=scorer,
-            thresholds=thresholds,
-            normal_scores=np.sort(held_out),
-            meta=meta,
-            standardizer=standardizer,
+        return fit_window_calibration(
+            clip_raw,
+            domains,
+            self.bundle,
+            recipe=recipe,
+            refit_standardizer=refit_standardizer,
+            n_components=n_components,
+            folds=folds,
+            skipped=skipped,
         )
 
     @property
@@ -780,50 +715,7 @@ class Detector:
         ``embedding.calibration_recipe`` if it names one, else ``CALIBRATION_RECIPE``."""
         return check_recipe(self.bundle.config["embedding"].get("calibration_recipe") or CALIBRATION_RECIPE)
 
-    @staticmethod
-    def default_components(n_windows: int) -> int:
-        """PCA size that the number of reference windows can support."""
-        return int(max(2, min(32, n_windows // 4)))
-
 
 def _domain_of(path: str | Path) -> str:
     info = parse_name(path)
     return info.domain if info.split is not None else "user"
-
-
-def cross_fitted_scores(
-    clip_embeddings: Sequence[np.ndarray],
-    domains: np.ndarray,
-    *,
-    n_components: int,
-    folds: int = 5,
-    refit_standardizer: bool = False,
-) -> np.ndarray:
-    """Clip scores (max over windows) from scorers that never saw the clip: k-fold over clips.
-
-    A domain left with no fitting clips in a fold is scored against the other domains, which is what
-    happens to a new recording whose domain was never seen. With ``refit_standardizer`` the embeddings are
-    raw features and each fold standardises with a standardiser fitted on its own fitting clips only, so
-    that a held-out clip never shapes the yardstick it is measured with.
-    """
-    n = len(clip_embeddings)
-    folds = max(2, min(folds, n))
-    order = np.arange(n)
-    scores = np.empty(n)
-    for k in range(folds):
-        test = order[k::folds]
-        fit = np.setdiff1d(order, test)
-        X = np.concatenate([clip_embeddings[i] for i in fit])
-        d = np.concatenate([[domains[i]] * len(clip_embeddings[i]) for i in fit])
-        groups = np.concatenate([[i] * len(clip_embeddings[i]) for i in fit])
-        standardizer = fit_standardizer(X, floor=CALIBRATION_STD_FLOOR) if refit_standardizer else None
-        if standardizer is not None:
-            X = standardize(X, standardizer)
-        # Same per-domain scales as the final fit, so that thresholds and scores share one unit.
-        scorer = MahalanobisScorer(n_components=min(n_components, len(X) - 1)).fit(X, d, groups=groups)
-        for i in test:
-            emb = clip_embeddings[i]
-            if standardizer is not None:
-                emb = standardize(emb, standardizer)
-            scores[i] = scorer.score_samples(emb).max()
-    return scores

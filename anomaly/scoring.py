@@ -126,15 +126,22 @@ def _gaussian(Zd: np.ndarray, Z_all: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return Zd.mean(axis=0), cov.get_precision()
 
 
+def clip_folds(clips: np.ndarray, folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K-fold over clips: ``(fitting clips, held-out clips)`` for each fold, every ``folds``-th clip held
+    out together (at least 2 folds, at most one per clip). The one split behind every held-out score."""
+    clips = np.asarray(clips)
+    folds = max(2, min(folds, len(clips)))
+    return [(np.setdiff1d(clips, clips[k::folds]), clips[k::folds]) for k in range(folds)]
+
+
 def _held_out_median(Zd: np.ndarray, groups: np.ndarray, Z_all: np.ndarray, folds: int = 5) -> float:
     """Median distance of a domain's windows to Gaussians fitted without their clip (k-fold over clips)."""
     clips = np.unique(groups)
     if len(clips) < 2:
         return 1.0
-    folds = min(folds, len(clips))
     distances = []
-    for k in range(folds):
-        held = np.isin(groups, clips[k::folds])
+    for _, test_clips in clip_folds(clips, folds):
+        held = np.isin(groups, test_clips)
         location, precision = _gaussian(Zd[~held], Z_all)
         diff = Zd[held] - location
         distances.append(np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, precision, diff), 0.0)))
