@@ -267,13 +267,13 @@ def core_breakdown(detector, clip: Path, reps: int) -> dict[str, float]:
     spec = log_mel(y, params)
     w = windows(spec, params)
     x = detector.model_input(w)
-    enc = detector._net.embed(x)
+    enc = detector.encode(x)
     emb = standardize(raw_features(detector.recipe, w, enc), detector.bundle.arrays)
     steps: dict[str, Callable[[], object]] = {
         "decode (load_audio)": lambda: load_audio(clip, params.sr, min_seconds=min_seconds(params)),
         "log-mel": lambda: log_mel(y, params),
         "windows + normalise": lambda: detector.model_input(windows(spec, params)),
-        f"encoder ({len(w)} windows)": lambda: detector._net.embed(x),
+        f"encoder ({len(w)} windows)": lambda: detector.encode(x),
         "embedding blocks": lambda: standardize(
             raw_features(detector.recipe, w, enc), detector.bundle.arrays
         ),

@@ -31,11 +31,8 @@ from anomaly.dcase import parse_name
 from anomaly.embedding import (
     CALIBRATION_RECIPE,
     check_recipe,
-    raw_features,
-    reconstruction_error,
     standardize,
-    uses_decoder,
-    uses_encoder,
+    window_features,
 )
 from anomaly.errors import AudioInputError
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
@@ -282,14 +279,14 @@ class Detector:
         reconstruction. ``recipe`` defaults to the active one (the calibration's, else the bundle's)."""
         recipe = self.recipe if recipe is None else check_recipe(recipe)
         x = self.model_input(windows_db)
-        enc = recon = None
-        if reconstruct or uses_decoder(recipe):
-            enc, recon = self._net.embed_and_reconstruct(x)
-        elif uses_encoder(recipe):
-            enc = self._net.embed(x)
-        error = reconstruction_error(x, recon) if uses_decoder(recipe) else None
-        raw = raw_features(recipe, windows_db, enc, error)
-        return (raw, x, recon) if reconstruct else raw
+        if reconstruct:
+            raw, recon = window_features(self._net, recipe, windows_db, x, reconstruct=True)
+            return raw, x, recon
+        return window_features(self._net, recipe, windows_db, x)
+
+    def encode(self, model_input: np.ndarray) -> np.ndarray:
+        """The encoder's pooled embedding of normalised windows (``model_input``)."""
+        return self._net.embed(model_input)
 
     def embed_windows(self, windows_db: np.ndarray, *, reconstruct: bool = False):
         """Windows ``(n, n_mels, frames)`` in dB -> standardised embeddings ``(n, dim)`` (and, with

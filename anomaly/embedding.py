@@ -127,3 +127,24 @@ def upper_percentile(windows_db: np.ndarray, q: float) -> np.ndarray:
     high = min(low + 1, ordered.shape[2] - 1)
     frac = position - low
     return ordered[:, :, low] * (1.0 - frac) + ordered[:, :, high] * frac
+
+
+def window_features(net, recipe: Sequence[str], windows_db: np.ndarray, model_input: np.ndarray, *, reconstruct=False):
+    """Raw (not yet standardised) features of windows for a recipe, running only the parts of the
+    network the recipe needs. The one path for training, inference and the benchmark.
+
+    Parameters
+    ----------
+    net : ``anomaly.model.CompiledEncoder`` (``embed``, ``embed_and_reconstruct``).
+    windows_db : ``(n, n_mels, frames)`` log-mel windows in dB.
+    model_input : the same windows normalised for the network.
+    reconstruct : also return the reconstruction (for the anomaly map): ``(raw, reconstruction)``.
+    """
+    enc = recon = None
+    if reconstruct or uses_decoder(recipe):
+        enc, recon = net.embed_and_reconstruct(model_input)
+    elif uses_encoder(recipe):
+        enc = net.embed(model_input)
+    error = reconstruction_error(model_input, recon) if uses_decoder(recipe) else None
+    raw = raw_features(recipe, windows_db, enc, error)
+    return (raw, recon) if reconstruct else raw

@@ -15,11 +15,8 @@ from anomaly.embedding import (
     DEFAULT_RECIPE,
     check_recipe,
     fit_standardizer,
-    raw_features,
-    reconstruction_error,
     standardize,
-    uses_decoder,
-    uses_encoder,
+    window_features,
 )
 from anomaly.errors import AudioInputError
 from anomaly.familiarity import FAMILIARITY_CONFIG, Familiarity
@@ -135,10 +132,7 @@ def train_bundle(
     recipe = check_recipe(recipe)
 
     def features(w_db: np.ndarray, w_norm: np.ndarray) -> np.ndarray:
-        if uses_decoder(recipe):
-            enc, recon = net.embed_and_reconstruct(w_norm)
-            return raw_features(recipe, w_db, enc, reconstruction_error(w_norm, recon))
-        return raw_features(recipe, w_db, net.embed(w_norm) if uses_encoder(recipe) else None)
+        return window_features(net, recipe, w_db, w_norm)
 
     raw = features(X, Xn)
     standardizer = fit_standardizer(raw)
