@@ -23,7 +23,7 @@ from anomaly.embedding import CALIBRATION_STD_FLOOR, check_recipe, fit_standardi
 from anomaly.errors import CalibrationError
 from anomaly.familiarity import Familiarity
 from anomaly.reference import Recipe, Reference
-from anomaly.scoring import MahalanobisScorer, calibrate, clip_folds
+from anomaly.scoring import MahalanobisScorer, clip_folds, gamma_thresholds
 
 # Fewer user clips than this cannot give a spread for the thresholds.
 MIN_CALIBRATION_CLIPS = 3
@@ -136,7 +136,7 @@ def fit_window_calibration(
     }
     return Calibration(
         scorer=scorer,
-        thresholds=calibrate(held_out),
+        thresholds=gamma_thresholds(held_out),
         normal_scores=np.sort(held_out),
         meta=meta,
         standardizer=standardizer,

@@ -5,7 +5,7 @@ then one Gaussian (Ledoit-Wolf shrinkage covariance) per reference domain in PCA
 returns the Mahalanobis distance to the nearest domain (DCASE's "selective Mahalanobis"). Fitted state is
 plain arrays (``to_arrays`` / ``from_arrays``), saved as ``.npz`` without pickle.
 
-``calibrate`` turns the scores of held-out normal clips into thresholds: NEEDS MAINTENANCE above the 0.9
+``gamma_thresholds`` turns the scores of held-out normal clips into thresholds: NEEDS MAINTENANCE above the 0.9
 quantile of a gamma distribution fitted to those scores (the DCASE baseline convention), SEVERE ANOMALY
 above its 0.999 quantile (about one normal clip in a thousand). Both quantiles are stored with the
 thresholds.
@@ -197,7 +197,7 @@ class Thresholds:
         )
 
 
-def calibrate(
+def gamma_thresholds(
     normal_scores: np.ndarray,
     maintenance_quantile: float = MAINTENANCE_QUANTILE,
     severe_quantile: float = SEVERE_QUANTILE,
@@ -209,7 +209,7 @@ def calibrate(
     scores = np.asarray(normal_scores, dtype=np.float64)
     scores = scores[np.isfinite(scores)]
     if len(scores) < 2:
-        raise ValueError("need scores of at least two held-out normal clips to calibrate thresholds")
+        raise ValueError("need scores of at least two held-out normal clips to set thresholds")
     if np.ptp(scores) <= 1e-9 * max(1.0, abs(scores.mean())):
         scores = scores + np.linspace(-1e-6, 1e-6, len(scores)) * max(1.0, abs(scores.mean()))
     shape, loc, scale = stats.gamma.fit(np.maximum(scores, 1e-9), floc=0.0)

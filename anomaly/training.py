@@ -21,7 +21,7 @@ from anomaly.embedding import (
 from anomaly.errors import AudioInputError
 from anomaly.familiarity import FAMILIARITY_CONFIG, Familiarity
 from anomaly.features import FeatureParams, log_mel_file, windows
-from anomaly.scoring import MahalanobisScorer, calibrate
+from anomaly.scoring import MahalanobisScorer, gamma_thresholds
 
 log = logging.getLogger("anomaly")
 
@@ -147,7 +147,7 @@ def train_bundle(
             for w in held_windows
         ]
     )
-    thresholds = calibrate(held_scores)
+    thresholds = gamma_thresholds(held_scores)
     log.info(
         "thresholds from %d held-out normals: maintenance %.3f, severe %.3f",
         len(held_scores),

@@ -9,7 +9,7 @@ from scipy.spatial.distance import mahalanobis
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 
-from anomaly.scoring import LABELS, MahalanobisScorer, Thresholds, calibrate, percentile
+from anomaly.scoring import LABELS, MahalanobisScorer, Thresholds, gamma_thresholds, percentile
 
 
 def test_distance_matches_direct_numpy_computation():
@@ -63,7 +63,7 @@ def test_single_clip_domain_borrows_pooled_covariance():
 def test_thresholds_recover_a_known_gamma():
     shape, scale = 9.0, 0.7
     scores = stats.gamma.rvs(shape, scale=scale, size=5000, random_state=4)
-    t = calibrate(scores)
+    t = gamma_thresholds(scores)
     assert t.maintenance == pytest.approx(stats.gamma.ppf(0.9, shape, scale=scale), rel=0.02)
     assert t.severe == pytest.approx(stats.gamma.ppf(0.999, shape, scale=scale), rel=0.03)
     assert t.maintenance_quantile == 0.9 and t.severe_quantile == 0.999
@@ -71,10 +71,10 @@ def test_thresholds_recover_a_known_gamma():
 
 
 def test_calibration_with_few_clips_is_finite_and_ordered():
-    t = calibrate([4.1, 4.6, 5.2])
+    t = gamma_thresholds([4.1, 4.6, 5.2])
     assert 0 < t.maintenance < t.severe and np.isfinite(t.severe)
     with pytest.raises(ValueError):
-        calibrate([4.0])
+        gamma_thresholds([4.0])
 
 
 def test_labels_follow_thresholds():
