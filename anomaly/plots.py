@@ -214,11 +214,15 @@ def window_timeline(
     *,
     width_px: int = 900,
     height_px: int = 220,
+    time_range_s: tuple[float, float] | None = None,
+    xlabel: str = "time (s)",
 ) -> np.ndarray:
     """Score of every analysis window over time, coloured by the label it would get on its own.
 
     Each bar spans its window (windows overlap, so bars do too, drawn narrower than the window for
     legibility); dashed lines mark the two thresholds. The clip's score is the highest bar.
+    ``time_range_s`` fixes the x axis (a rolling view of the last minute); by default it runs from 0 to
+    the end of the last window.
     """
     times = np.asarray(window_times_s, dtype=np.float64)
     scores = np.asarray(window_scores, dtype=np.float64)
@@ -246,8 +250,8 @@ def window_timeline(
         )
     ax.set_ylim(0, top)
     end = float(times[-1] + window_seconds) if len(times) else window_seconds
-    ax.set_xlim(0, end)
-    ax.set_xlabel("time (s)", color=INK)
+    ax.set_xlim(*(time_range_s or (0, end)))
+    ax.set_xlabel(xlabel, color=INK)
     ax.set_ylabel("window score", color=INK)
     ax.tick_params(colors=INK, labelsize=9)
     ax.grid(axis="y", color="#e4e7eb", lw=0.8)
