@@ -267,3 +267,30 @@ def window_timeline(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return figure_to_rgb(fig)
+
+
+def live_timeline(
+    window_starts_s: np.ndarray,
+    window_scores: np.ndarray,
+    thresholds: Thresholds,
+    window_seconds: float,
+    *,
+    now_s: float,
+    span_s: float = 60.0,
+) -> np.ndarray:
+    """The rolling timeline of a live session: the last ``span_s`` seconds of window scores, thresholds drawn.
+
+    The x axis is fixed at ``span_s`` wide (from 0 until that much has been heard, then sliding with
+    ``now_s``), so that the bars do not stretch as they arrive.
+    """
+    time_range = (max(0.0, now_s - span_s), max(now_s, span_s))
+    return window_timeline(
+        window_starts_s,
+        window_scores,
+        thresholds,
+        window_seconds,
+        time_range_s=time_range,
+        xlabel="seconds of listening",
+        width_px=760,
+        height_px=240,
+    )
