@@ -243,9 +243,10 @@ class LiveSession:
         end_wanted = self._pending_worst + half
         if self._total < end_wanted and not final:
             return
+        # Stopped before the half after it was heard: the last worst_clip_s, which still holds the moment.
         oldest = self._total - min(self._total, len(self._ring))
-        start = max(oldest, end_wanted - 2 * half)
-        end = min(self._total, max(end_wanted, start + 2 * half))
+        start = max(oldest, min(end_wanted, self._total) - 2 * half)
+        end = min(self._total, start + 2 * half)
         lo, hi = start - self._total, end - self._total
         clip = self._ring[len(self._ring) + lo : len(self._ring) + hi if hi < 0 else None]
         self.worst_clip = (self.sr, clip.copy())
