@@ -317,6 +317,7 @@ def test_listen_live_follows_the_machine_from_normal_to_fault(microphone_browser
         expect(summary).to_contain_text(LABELS[2])
         expect(page.locator("#live-csv")).to_contain_text("live-readings")
         expect(page.locator("#live-worst")).to_contain_text("worst-10s")
+        page.wait_for_timeout(500)  # let the downloads finish fading in before the pictures
         _screenshots(page, tmp_path, "live-stopped")
     finally:
         context.close()
