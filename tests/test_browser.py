@@ -104,13 +104,19 @@ def unheard_machine(detector, tmp_path_factory) -> Scenario:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright for the module: the sync API allows only one at a time in a thread."""
     with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture
@@ -252,19 +258,18 @@ def fake_microphone_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def microphone_browser(fake_microphone_file):
+def microphone_browser(playwright, fake_microphone_file):
     args = [
         *CHROMIUM_ARGS,
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={fake_microphone_file}",
     ]
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 def _live_page(browser, app_url, script: str):
