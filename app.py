@@ -39,6 +39,7 @@ from anomaly.bundle import Calibration
 from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector
 from anomaly.errors import AudioInputError, BundleError
 from anomaly.features import AUDIO_EXTENSIONS
+from anomaly.live import LiveReading, LiveSession
 
 log = logging.getLogger("anomaly.app")
 if __name__ == "__main__":  # run as the server: say what happens at start-up (model, warm-up, examples)
@@ -89,6 +90,10 @@ def warm_up(detector: Detector) -> float:
     explained = detector.analyze(buffer.getvalue(), name="warm-up.wav", explain=True)
     detector.analyze(buffer.getvalue(), name="warm-up.wav")
     _pictures(explained, detector, show_map=True)
+    # Listening live: a browser's 48 kHz through the resampler, and the rolling timeline's fixed range.
+    live = LiveSession(detector.params)
+    live.feed(np.repeat(wave, 3), 3 * detector.params.sr, detector)
+    plots.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
     return time.perf_counter() - started
 
 
@@ -680,6 +685,222 @@ def label_colour(label: dict | str | None) -> gr.Label:
     return gr.Label(color=plots.LABEL_COLOURS.get(text or "", None))
 
 
+# --- listening live ---------------------------------------------------------------------------------------
+
+# How often the browser's microphone chunks reach the server; a reading is made every second of audio
+# whatever the chunk size, so this only bounds how late a reading can be (half a second at most).
+LIVE_STREAM_EVERY_S = 0.5
+NO_MICROPHONE = "No microphone: allow it in the browser, or upload a recording"
+
+
+# Microphone set-up for listening to a machine, in every getUserMedia call of the page: echo cancellation,
+# noise suppression and automatic gain are off, because a machine's steady sound is exactly what noise
+# suppression removes and its level is a cue that automatic gain evens out. When the browser refuses the
+# microphone (no device, permission denied, or a page not served over HTTPS), the live tab says so plainly.
+LIVE_HEAD = """
+<script>
+(() => {
+  const message = NO_MICROPHONE_JSON;
+  function show(reason) {
+    const box = document.getElementById("live-mic-problem");
+    if (!box) { setTimeout(() => show(reason), 500); return; }
+    box.textContent = message + (reason ? " (" + reason + ")." : ".");
+    box.hidden = false;
+  }
+  function hide() {
+    const box = document.getElementById("live-mic-problem");
+    if (box) box.hidden = true;
+  }
+  const devices = navigator.mediaDevices;
+  if (!devices || !devices.getUserMedia) {
+    show(window.isSecureContext ? "this browser cannot record" : "the page is not served over HTTPS");
+    return;
+  }
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    if (constraints && constraints.audio) {
+      const audio = constraints.audio === true ? {} : { ...constraints.audio };
+      Object.assign(audio, { echoCancellation: false, noiseSuppression: false, autoGainControl: false });
+      constraints = { ...constraints, audio };
+    }
+    try {
+      const stream = await original(constraints);
+      hide();
+      return stream;
+    } catch (error) {
+      const why = { NotAllowedError: "permission denied", NotFoundError: "no microphone found",
+                    NotReadableError: "the microphone is busy" }[error && error.name];
+      show(why || (error && error.name) || "");
+      throw error;
+    }
+  };
+})();
+</script>
+""".replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
+
+
+def live_pictures(live: LiveSession, detector: Detector) -> tuple[np.ndarray | None, np.ndarray]:
+    """The gauge at the last score (None before the first) and the rolling timeline of the last minute."""
+    t = detector.thresholds
+    gauge = plots.score_gauge(live.last.score, t) if live.last and live.last.score is not None else None
+    starts, scores = live.timeline()
+    timeline = plots.live_timeline(
+        starts, scores, t, live.window_s, now_s=live.heard_s, span_s=live.history_s
+    )
+    return gauge, timeline
+
+
+def live_verdict(reading: LiveReading | None) -> str:
+    """What the verdict box says: the label, or in a few words what is wrong with the sound."""
+    if reading is None:
+        return "Waiting for the microphone…"
+    if reading.problem is not None:
+        return reading.problem.split(":")[0].rstrip(".")
+    return reading.label if reading.familiar else UNFAMILIAR_VERDICT
+
+
+def live_status(live: LiveSession, elapsed_ms: float | None = None) -> str:
+    """One line on what is happening, with the full text of any problem."""
+    r = live.last
+    heard = f"Listening: {live.heard_s:.0f} s heard."
+    if r is None:
+        return f"Waiting for sound from the microphone; the first verdict comes {live.window_s:.1f} s after it starts."
+    if r.problem is not None:
+        return f"{heard} ⚠️ {r.problem}"
+    line = f"{heard} Last {live.window_s:.1f} s: score **{r.score:.2f}** -> **{r.label}**"
+    if not r.familiar:
+        line += " (this sound is unlike anything the model learned: adapt it to your machine first)"
+    if elapsed_ms is not None:
+        line += f"; processed in {elapsed_ms:.0f} ms"
+    return line + "."
+
+
+def live_alarms(live: LiveSession) -> str:
+    """The recent alarms, latest first."""
+    if not live.alarms:
+        return "**Alarms:** none so far."
+    rows = [
+        f"- {a.clock} (at {a.time_s:.0f} s): **{a.label}**, score {a.score:.2f}"
+        for a in reversed(live.alarms)
+    ]
+    return "**Alarms** (latest first):\n" + "\n".join(rows)
+
+
+def listen_start(session: Session | None) -> dict:
+    """A new listening session: empty history, the last summary and downloads cleared."""
+    live = LiveSession(DETECTOR.params)
+    _, timeline = live_pictures(live, detector_for(session))  # empty, with the thresholds drawn
+    return {
+        live_state: live,
+        live_label: live_verdict(None),
+        live_timeline: timeline,
+        live_status_out: live_status(live),
+        live_alarms_out: live_alarms(live),
+        live_summary_out: "",
+        live_csv_out: gr.File(value=None, visible=False),
+        live_worst_out: gr.File(value=None, visible=False),
+    }
+
+
+def listen(chunk: tuple[int, np.ndarray] | None, live: LiveSession | None, session: Session | None) -> dict:
+    """One chunk of the microphone stream; every new second of audio, the last 2 s are scored.
+
+    Bad chunks (empty, silent, NaN) never stop the stream: the verdict says what is wrong.
+    """
+    if live is None or (live.stopped_at is not None and time.time() - live.stopped_at > 2.0):
+        live = LiveSession(DETECTOR.params)  # start_recording did not arrive first, or a new recording
+    if live.stopped_at is not None:
+        return {live_state: live}  # a chunk that was on its way when Stop was pressed
+    started = time.perf_counter()
+    detector = detector_for(session)
+    sr, data = chunk if chunk is not None else (None, None)
+    try:
+        readings = live.feed(data, sr, detector)
+        if not readings:
+            return {live_state: live}
+        out = {live_state: live, live_label: live_verdict(live.last), live_alarms_out: live_alarms(live)}
+        if any(r.score is not None for r in readings):
+            gauge, timeline = live_pictures(live, detector)
+            out |= {live_gauge: gauge if gauge is not None else gr.skip(), live_timeline: timeline}
+    except Exception:  # a stream must survive anything one chunk does; the log keeps the traceback
+        log.exception("unexpected error while listening")
+        return {live_state: live, live_label: "Internal error: see the server log", live_status_out: ""}
+    out[live_status_out] = live_status(live, (time.perf_counter() - started) * 1000.0)
+    return out
+
+
+def listen_stop(live: LiveSession | None, session: Session | None) -> dict:
+    """Stop: time at each level, the worst moment, and downloads of the readings (CSV) and the worst 10 s."""
+    if live is None:
+        return {live_summary_out: "Nothing was heard: press Record and allow the microphone."}
+    live.stop()
+    return {
+        live_state: live,
+        live_summary_out: live_summary(live),
+        live_csv_out: gr.File(value=live_csv_file(live), visible=bool(live.log)),
+        live_worst_out: gr.File(value=live_worst_file(live), visible=live.worst_clip is not None),
+        live_status_out: f"Stopped after {live.heard_s:.0f} s of listening.",
+    }
+
+
+def live_summary(live: LiveSession) -> str:
+    """The stop summary, for people."""
+    facts = live.summary()
+    if not facts["readings"]:
+        return (
+            f"#### Summary\nNothing was scored: {live.heard_s:.1f} s were heard, and the first verdict needs "
+            f"{live.window_s:.1f} s."
+        )
+    total = sum(facts["seconds_at"].values()) or 1.0
+    rows = [
+        f"| {level} | {seconds:.0f} s | {100 * seconds / total:.0f} % |"
+        for level, seconds in facts["seconds_at"].items()
+    ]
+    lines = [
+        "#### Summary",
+        f"Listened for {facts['listened_s']:.0f} s ({facts['readings']} readings, one a second).",
+        "",
+        "| level | time | share |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+    worst = facts["worst"]
+    if worst is not None:
+        lines.append(
+            f"**Worst moment:** at {worst['time_s']:.0f} s of listening, score **{worst['score']:.2f}** "
+            f"({worst['label']}). Its {live.worst_clip_s:.0f} s of sound are below to download."
+        )
+    alarms = facts["alarms"]
+    lines.append(f"**Alarms:** {len(alarms)}{' (listed above, latest first)' if alarms else ''}.")
+    return "\n".join(lines)
+
+
+def live_csv_file(live: LiveSession) -> str | None:
+    if not live.log:
+        return None
+    path = output_path("live-readings.csv")
+    path.write_text(live.csv_text())
+    return str(path)
+
+
+def live_worst_file(live: LiveSession) -> str | None:
+    if live.worst_clip is None:
+        return None
+    import soundfile as sf
+
+    sr, clip = live.worst_clip
+    path = output_path("worst-10s.wav")
+    sf.write(path, np.clip(clip, -1.0, 1.0), sr, subtype="PCM_16")
+    return str(path)
+
+
+def live_label_colour(label: dict | str | None) -> gr.Label:
+    """The live verdict's colour: the label's, or grey while listening or when the sound is unusable."""
+    text = label.get("label") if isinstance(label, dict) else label
+    return gr.Label(color=plots.LABEL_COLOURS.get(text or "", plots.MUTED))
+
+
 # --- examples and their cache ----------------------------------------------------------------------------
 
 
@@ -727,7 +948,9 @@ CSS = """
 #synthetic-note { color: var(--body-text-color-subdued); font-size: 0.95em; }
 #model-line { color: var(--body-text-color-subdued); font-size: 0.85em; }
 .hint { color: var(--body-text-color-subdued); font-size: 0.85em; }
-#label-output .output-class, #adapt-label .output-class { color: white; font-size: 1.6em; }
+#label-output .output-class, #adapt-label .output-class, #live-label .output-class { color: white; font-size: 1.6em; }
+#live-mic-box:has(#live-mic-problem[hidden]) { display: none; }
+#live-mic-problem { background: #d64541; color: white; padding: 0.6em 0.9em; border-radius: 6px; font-weight: 600; }
 #details-output table { font-size: 0.92em; }
 footer { margin-top: 1em; }
 """
@@ -950,6 +1173,61 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
                 score_btn = gr.Button("Score as JSON", size="sm", elem_id="score-button")
                 score_out = gr.JSON(label="/score", elem_id="score-output")
 
+        with gr.Tab("Listen live", id="live"):
+            # One listening session per visitor: the ring of recent audio and the bounded history.
+            live_state = gr.State(None, time_to_live=3600)
+            gr.Markdown(
+                "Hold the phone or laptop near the running gearbox and press **Record**: every second the last "
+                f"{LiveSession(DETECTOR.params).window_s:.0f} s are scored against the model (or your calibration "
+                "from the *Adapt* tab). **Stop** gives a summary, the readings as CSV and the worst 10 s as a "
+                "recording. The browser asks for the microphone first (on Spaces the page is HTTPS, so it can); "
+                "no microphone? Allow it in the browser, or upload a recording on the *Analyze* tab.",
+                elem_id="live-mic-note",
+                elem_classes=["hint"],
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=4, min_width=320):
+                    live_in = gr.Audio(
+                        sources=["microphone"],
+                        type="numpy",
+                        streaming=True,
+                        label="Microphone",
+                        elem_id="live-input",
+                    )
+                    # Filled and shown by LIVE_HEAD's script when the browser refuses the microphone.
+                    gr.HTML('<div id="live-mic-problem" hidden></div>', elem_id="live-mic-box")
+                    live_label = gr.Label(label="Verdict, live", elem_id="live-label")
+                    live_gauge = gr.Image(
+                        label="Score now, and thresholds",
+                        show_label=False,
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        elem_id="live-gauge",
+                    )
+                with gr.Column(scale=7):
+                    gr.Markdown(
+                        "**The last minute:** score of each 2-second window", elem_classes=["caption"]
+                    )
+                    live_timeline = gr.Image(
+                        label="The last minute: score of each 2-second window",
+                        show_label=False,
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        elem_id="live-timeline",
+                    )
+                    live_status_out = gr.Markdown(elem_id="live-status")
+                    live_alarms_out = gr.Markdown(elem_id="live-alarms")
+                    live_summary_out = gr.Markdown(elem_id="live-summary")
+                    with gr.Row():
+                        live_csv_out = gr.File(
+                            label="Readings (CSV)", height=90, visible=False, elem_id="live-csv"
+                        )
+                        live_worst_out = gr.File(
+                            label="The worst 10 s (WAV)", height=90, visible=False, elem_id="live-worst"
+                        )
+
         with gr.Tab("Batch", id="batch"):
             gr.Markdown(
                 f"Score up to {MAX_BATCH_FILES} recordings at once. A file that cannot be read becomes a row "
@@ -1134,6 +1412,44 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
         outputs=calibration_outputs,
         api_visibility="private",
     )
+    live_in.start_recording(
+        listen_start,
+        inputs=[session_state],
+        outputs=[
+            live_state,
+            live_label,
+            live_status_out,
+            live_alarms_out,
+            live_summary_out,
+            live_csv_out,
+            live_worst_out,
+        ],
+        api_visibility="private",
+        queue=False,
+    )
+    live_in.stream(
+        listen,
+        inputs=[live_in, live_state, session_state],
+        outputs=[live_state, live_label, live_gauge, live_timeline, live_status_out, live_alarms_out],
+        api_visibility="private",
+        stream_every=LIVE_STREAM_EVERY_S,
+        show_progress="hidden",
+        trigger_mode="multiple",
+    )
+    live_in.stop_recording(
+        listen_stop,
+        inputs=[live_state, session_state],
+        outputs=[live_state, live_summary_out, live_csv_out, live_worst_out, live_status_out],
+        api_visibility="private",
+    )
+    live_label.change(
+        live_label_colour,
+        inputs=[live_label],
+        outputs=[live_label],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
     for verdict in (label_out, adapt_label):
         verdict.change(
             label_colour,
@@ -1154,6 +1470,7 @@ if __name__ == "__main__":
         mcp_server=True,
         theme=THEME,
         css=CSS,
+        head=LIVE_HEAD,
         footer_links=["api", "gradio", "settings"],
         allowed_paths=[str(EXAMPLES_DIR)],
     )

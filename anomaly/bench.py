@@ -18,6 +18,13 @@ cold_start_s
     once before (page cache, bytecode, cached examples), and the second start is measured.
 rss_mb
     Peak resident memory of the app process (``VmHWM``) after all requests, including one full batch.
+live_update_ms_p50, live_score_ms_p50
+    Listening live, in this process with the bundle: one update is a 1 s chunk of 48 kHz audio fed to
+    ``LiveSession`` (which scores the last 2 s window) plus the gauge and the rolling timeline the page
+    shows; ``live_score_ms_p50`` is the chunk and the scoring alone.
+live_rss_drift_mb
+    Resident memory of this process after 600 such updates (10 minutes of audio, fed as fast as they
+    run) minus before them, measured after a minute of warm-up that fills the rolling history.
 
 The table also breaks the core path into its steps, to show where the time goes. Targets are printed
 beside the numbers; a missed target does not change the exit code, which is 1 only when something
@@ -65,6 +72,9 @@ TARGETS: dict[str, tuple[str, float | None, str, str]] = {
     "cold_start_s": ("<=", 12.0, "s", "start of python app.py to the first /score answer"),
     "rss_mb": ("<=", 1200.0, "MB", "peak resident memory of the app (VmHWM)"),
     "batch_120s_rss_mb": ("<=", 1200.0, "MB", "the same after a /batch of 100 recordings of 120 s"),
+    "live_update_ms_p50": ("<=", 100.0, "ms", "listen live: 1 s chunk -> score of the last 2 s + pictures"),
+    "live_score_ms_p50": ("", None, "ms", "the same without the pictures"),
+    "live_rss_drift_mb": ("<=", 50.0, "MB", "resident memory over 600 live updates (10 min of audio)"),
 }
 JSON_KEYS = [
     "core_ms_p50",
@@ -77,6 +87,8 @@ JSON_KEYS = [
     "cold_start_s",
     "rss_mb",
     "batch_120s_rss_mb",
+    "live_update_ms_p50",
+    "live_rss_drift_mb",
 ]
 
 
@@ -311,6 +323,58 @@ def measure_engine(bundle: str | None, clips: list[Path], *, quick: bool) -> tup
     return numbers, breakdown
 
 
+LIVE_SR = 48000  # what browsers' microphones usually deliver
+LIVE_UPDATES = 600  # one a second: 10 minutes of listening
+LIVE_WARMUP_UPDATES = 70  # more than the rolling minute, so that the history is full before measuring
+
+
+def measure_live(bundle: str | None, *, quick: bool) -> dict:
+    """Listening live: time per update and resident-memory drift over 10 minutes of audio."""
+    import gc
+
+    from anomaly import plots
+    from anomaly.detector import Detector
+    from anomaly.features import resample
+    from anomaly.live import LiveSession
+    from anomaly.synth import synthesize_clip
+
+    detector = Detector.load(bundle)
+    sr = detector.params.sr
+    normal, _ = synthesize_clip("source", "normal", 2000, sr=sr)
+    faulty, _ = synthesize_clip("source", "anomaly", 2000, fault="wear", sr=sr)
+    audio = resample(np.concatenate([normal, faulty]), sr, LIVE_SR)  # 20 s, alternating normal and fault
+    chunks = [audio[i : i + LIVE_SR] for i in range(0, len(audio) - LIVE_SR + 1, LIVE_SR)]
+    session = LiveSession(detector.params)
+    t = detector.thresholds
+
+    def update(i: int, draw: bool = True) -> None:
+        readings = session.feed(chunks[i % len(chunks)], LIVE_SR, detector)
+        if draw and readings and session.last.score is not None:
+            plots.score_gauge(session.last.score, t)
+            starts, scores = session.timeline()
+            plots.live_timeline(starts, scores, t, session.window_s, now_s=session.heard_s)
+
+    counter = itertools.count()
+    for _ in range(LIVE_WARMUP_UPDATES):
+        update(next(counter))
+    reps = 20 if quick else 60
+    whole = timings_ms(lambda: update(next(counter)), reps, warmup=0)
+    score_only = timings_ms(lambda: update(next(counter), draw=False), reps, warmup=0)
+
+    log.info("listen live: %d updates for the memory drift", LIVE_UPDATES)
+    gc.collect()
+    before = process_memory_mb(os.getpid())
+    for _ in range(LIVE_UPDATES):
+        update(next(counter))
+    gc.collect()
+    after = process_memory_mb(os.getpid())
+    return {
+        "live_update_ms_p50": float(np.median(whole)),
+        "live_score_ms_p50": float(np.median(score_only)),
+        "live_rss_drift_mb": None if before is None or after is None else after - before,
+    }
+
+
 def long_recording(clips: list[Path], out: Path, seconds: float = 120.0) -> Path:
     """One recording of ``seconds`` made of the synthetic clips end to end."""
     import soundfile as sf
@@ -449,6 +513,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
         engine, breakdown = measure_engine(bundle, clips, quick=quick)
         numbers.update(engine)
+        numbers.update(measure_live(bundle, quick=quick))
         try:
             app, notes = measure_app(bundle, work / "app", clips, quick=quick)
             numbers.update(app)

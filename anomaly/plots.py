@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Wedge
@@ -214,11 +215,15 @@ def window_timeline(
     *,
     width_px: int = 900,
     height_px: int = 220,
+    time_range_s: tuple[float, float] | None = None,
+    xlabel: str = "time (s)",
 ) -> np.ndarray:
     """Score of every analysis window over time, coloured by the label it would get on its own.
 
     Each bar spans its window (windows overlap, so bars do too, drawn narrower than the window for
     legibility); dashed lines mark the two thresholds. The clip's score is the highest bar.
+    ``time_range_s`` fixes the x axis (a rolling view of the last minute); by default it runs from 0 to
+    the end of the last window.
     """
     times = np.asarray(window_times_s, dtype=np.float64)
     scores = np.asarray(window_scores, dtype=np.float64)
@@ -227,7 +232,14 @@ def window_timeline(
     centres = times + window_seconds / 2
     hop = float(np.min(np.diff(times))) if len(times) > 1 else window_seconds
     colours = [zone_colour(s, thresholds) for s in scores]
-    ax.bar(centres, scores, width=0.8 * min(hop, window_seconds), color=colours, edgecolor="none")
+    # One collection of rectangles rather than ax.bar's one patch per bar: the live timeline redraws a
+    # minute of bars every second, and 60 patches cost 40 ms.
+    half = 0.4 * min(hop, window_seconds)
+    bars = [
+        [(c - half, 0.0), (c - half, s), (c + half, s), (c + half, 0.0)]
+        for c, s in zip(centres, scores, strict=True)
+    ]
+    ax.add_collection(PolyCollection(bars, facecolors=colours, edgecolors="none"), autolim=False)
     top = max(float(scores.max()) if len(scores) else 0.0, thresholds.severe) * 1.25
     # Maintenance label just below its line, severe just above, so that close thresholds stay legible.
     for value, label, va in (
@@ -246,8 +258,8 @@ def window_timeline(
         )
     ax.set_ylim(0, top)
     end = float(times[-1] + window_seconds) if len(times) else window_seconds
-    ax.set_xlim(0, end)
-    ax.set_xlabel("time (s)", color=INK)
+    ax.set_xlim(*(time_range_s or (0, end)))
+    ax.set_xlabel(xlabel, color=INK)
     ax.set_ylabel("window score", color=INK)
     ax.tick_params(colors=INK, labelsize=9)
     ax.grid(axis="y", color="#e4e7eb", lw=0.8)
@@ -255,3 +267,30 @@ def window_timeline(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return figure_to_rgb(fig)
+
+
+def live_timeline(
+    window_starts_s: np.ndarray,
+    window_scores: np.ndarray,
+    thresholds: Thresholds,
+    window_seconds: float,
+    *,
+    now_s: float,
+    span_s: float = 60.0,
+) -> np.ndarray:
+    """The rolling timeline of a live session: the last ``span_s`` seconds of window scores, thresholds drawn.
+
+    The x axis is fixed at ``span_s`` wide (from 0 until that much has been heard, then sliding with
+    ``now_s``), so that the bars do not stretch as they arrive.
+    """
+    time_range = (max(0.0, now_s - span_s), max(now_s, span_s))
+    return window_timeline(
+        window_starts_s,
+        window_scores,
+        thresholds,
+        window_seconds,
+        time_range_s=time_range,
+        xlabel="seconds of listening",
+        width_px=760,
+        height_px=240,
+    )

@@ -104,13 +104,19 @@ def unheard_machine(detector, tmp_path_factory) -> Scenario:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright for the module: the sync API allows only one at a time in a thread."""
     with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture
@@ -196,3 +202,140 @@ def test_one_click_on_a_cached_example_shows_its_result(page, detector, tmp_path
     expect(page.locator("#details-output")).to_contain_text(clip.name)
     assert page.locator("#spectrogram-output img").get_attribute("src")
     page.screenshot(path=str(tmp_path / "example.png"), full_page=True)
+
+
+# --- listening live, through Chromium's fake microphone fed from a file ---------------------------------
+
+LIVE_NORMAL_S, LIVE_FAULT_S = 8.0, 10.0
+LIVE_FAKE_SR = 48000  # what Chromium's fake capture device reads best
+LIVE_MAX_DELAY_S = 3.0
+# Recorded in the page: when getUserMedia opened the (fake) microphone, and when the live verdict first
+# read NORMAL and first read a fault label (polled every 50 ms, on the page's own clock).
+LIVE_PAGE_PROBE = """
+(() => {
+  window.__micOpened = [];
+  const devices = navigator.mediaDevices;
+  if (devices && devices.getUserMedia) {
+    const original = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = (c) => { window.__micOpened.push(Date.now()); return original(c); };
+  }
+  setInterval(() => {
+    const el = document.querySelector("#live-label [data-testid=label-output-value]");
+    const text = el ? el.textContent.trim() : "";
+    if (text === "NORMAL" && !window.__normalAt) window.__normalAt = Date.now();
+    if ((text === "NEEDS MAINTENANCE" || text === "SEVERE ANOMALY") && window.__normalAt && !window.__faultAt)
+      window.__faultAt = Date.now();
+  }, 50);
+})();
+"""
+NO_MICROPHONE_PROBE = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_microphone_file(tmp_path_factory) -> Path:
+    """8 s of a normal synthetic gearbox, then 10 s of the same gearbox with a severe lubrication fault.
+
+    Made at the model's 16 kHz and brought to 48 kHz: the synthetic gearbox made directly at 48 kHz is
+    another sound (its room and background are drawn per rate), not the one the model learned.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    from anomaly.features import resample
+    from anomaly.synth import synthesize_clip
+
+    normal, _ = synthesize_clip("source", "normal", 3, duration_s=LIVE_NORMAL_S)
+    faulty, _ = synthesize_clip(
+        "source", "anomaly", 3, fault="lubrication", severity=1.0, duration_s=LIVE_FAULT_S
+    )
+    wave = resample(np.concatenate([normal, faulty]), 16000, LIVE_FAKE_SR)
+    path = tmp_path_factory.mktemp("fake_microphone") / "normal_then_fault.wav"
+    sf.write(path, np.clip(wave, -1.0, 1.0), LIVE_FAKE_SR, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def microphone_browser(playwright, fake_microphone_file):
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_microphone_file}",
+    ]
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def _live_page(browser, app_url, script: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_init_script(script)
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.goto(app_url)
+    tab.get_by_role("tab", name="Listen live").click()
+    tab.wait_for_selector("#live-input")
+    return context, tab
+
+
+def _screenshots(page, tmp_path: Path, name: str) -> None:
+    for width in (1400, 390):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.screenshot(path=str(tmp_path / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_listen_live_follows_the_machine_from_normal_to_fault(microphone_browser, app_url, tmp_path):
+    context, page = _live_page(microphone_browser, app_url, LIVE_PAGE_PROBE)
+    try:
+        page.locator("#live-input").get_by_role("button", name="Record").click()
+        label = verdict(page, "#live-label")
+        expect(label).to_have_text(LABELS[0])
+        expect(label).to_have_css("background-color", _rgb(LABEL_COLOURS[LABELS[0]]))
+        page.wait_for_function("() => window.__faultAt", timeout=120_000)
+        opened, normal_at, fault_at = page.evaluate(
+            "[window.__micOpened, window.__normalAt, window.__faultAt]"
+        )
+        # The file starts playing when the page first opens the fake microphone (the device list does, before
+        # Record); timing from there can only make the delay look longer than it is.
+        switch_at = opened[0] + 1000 * LIVE_NORMAL_S
+        delay_s = (fault_at - switch_at) / 1000
+        print(f"live verdict changed {delay_s:.2f} s after the switch to the faulty sound")
+        assert normal_at < switch_at, "the verdict should read NORMAL while the normal sound plays"
+        assert delay_s <= LIVE_MAX_DELAY_S
+        expect(label).to_have_css("background-color", _rgb(LABEL_COLOURS[label.inner_text().strip()]))
+        for picture in ("#live-gauge", "#live-timeline"):
+            assert "/gradio_api/file=" in (page.locator(f"{picture} img").get_attribute("src") or "")
+        expect(page.locator("#live-alarms")).to_contain_text("SEVERE ANOMALY")
+        expect(page.locator("#live-status")).to_contain_text("processed in")
+        _screenshots(page, tmp_path, "live")
+
+        page.locator("#live-input").get_by_role("button", name="Stop").click()
+        summary = page.locator("#live-summary")
+        expect(summary).to_contain_text("Worst moment")
+        expect(summary).to_contain_text(LABELS[0])
+        expect(summary).to_contain_text(LABELS[2])
+        expect(page.locator("#live-csv")).to_contain_text("live-readings")
+        expect(page.locator("#live-worst")).to_contain_text("worst-10s")
+        page.wait_for_timeout(500)  # let the downloads finish fading in before the pictures
+        _screenshots(page, tmp_path, "live-stopped")
+    finally:
+        context.close()
+
+
+def test_listen_live_says_so_when_there_is_no_microphone(microphone_browser, app_url, tmp_path):
+    """getUserMedia refused (as with permission denied): the page says what to do."""
+    context, page = _live_page(microphone_browser, app_url, NO_MICROPHONE_PROBE)
+    try:
+        page.locator("#live-input").get_by_role("button", name="Record").click()
+        problem = page.locator("#live-mic-problem")
+        expect(problem).to_be_visible()
+        expect(problem).to_contain_text("No microphone: allow it in the browser, or upload a recording")
+        page.screenshot(path=str(tmp_path / "live-no-microphone.png"), full_page=True)
+    finally:
+        context.close()
