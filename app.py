@@ -196,7 +196,10 @@ def _pictures(
     )
     gauge = plots.score_gauge(analysis.score, analysis.thresholds)
     timeline = plots.window_timeline(
-        analysis.window_times_s, analysis.window_scores, analysis.thresholds, detector.params.window_seconds
+        analysis.window_times_s,
+        analysis.window_scores,
+        analysis.thresholds,
+        analysis.window_seconds or detector.params.window_seconds,
     )
     return spectrogram, gauge, timeline
 
@@ -261,8 +264,7 @@ def details_markdown(analysis: Analysis, detector: Detector) -> str:
         ("Thresholds", thresholds_text(detector)),
         (
             "Windows",
-            f"{windows} piece(s) of "
-            f"{(detector.reference.segment_frames_ if adapted else detector.params.window_frames) * detector.params.frame_seconds:.1f} s; "
+            f"{windows} piece(s) of {analysis.window_seconds:.1f} s; "
             f"the clip's score is the highest (the piece starting at {worst:.1f} s)",
         ),
         ("Length", f"{analysis.duration_s:.1f} s"),
@@ -1105,7 +1107,7 @@ with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as de
                 render=False,
             )
             timeline_out = gr.Image(
-                label="Score of each 2-second window",
+                label="Score over time (each bar: one scored piece of the recording)",
                 type="numpy",
                 format="png",
                 interactive=False,

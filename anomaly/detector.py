@@ -80,6 +80,8 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     departures: list[dict] = field(default_factory=list)
     compared_with: str = ""
+    # Length of each scored piece (a model window, or a segment of the user's reference), in seconds.
+    window_seconds: float = 0.0
 
     def to_json(self) -> dict:
         """The CLI's and the API's plain-JSON view."""
@@ -462,7 +464,16 @@ class Detector:
             notes=notes,
             departures=departures,
             compared_with=self.compared_with,
+            window_seconds=self.piece_seconds(spec_db.shape[1]),
         )
+
+    def piece_seconds(self, n_frames: int) -> float:
+        """How long each scored piece of a recording of ``n_frames`` is: a model window, or a segment of
+        the active reference (a whole clip when it is not longer than one)."""
+        fs = self.params.frame_seconds
+        if self.reference is None:
+            return self.params.window_seconds
+        return min(self.reference.segment_frames_, n_frames) * fs
 
     def _anomaly_map(self, x: np.ndarray, recon: np.ndarray, n_frames: int) -> np.ndarray:
         """Reconstruction error per time-frequency cell, in standard deviations above normal.
