@@ -112,10 +112,10 @@ def block_features(spec_db: np.ndarray, blocks: Sequence[str]) -> dict[str, np.n
 
 
 def segment_starts(n_frames: int, segment_frames: int) -> np.ndarray:
-    """First frame of each segment: one segment (the whole recording) for a recording less than 1.25
-    segments long, else segments every half segment plus one aligned with the end."""
-    if n_frames < segment_frames + segment_frames // 4:
-        return np.zeros(1, dtype=int)  # about one segment long: scored whole
+    """First frame of each segment: one segment for a recording no longer than ``segment_frames``, else
+    segments every half segment plus one aligned with the end."""
+    if n_frames <= segment_frames:
+        return np.zeros(1, dtype=int)
     last = n_frames - segment_frames
     starts = list(range(0, last + 1, max(1, segment_frames // 2)))
     if starts[-1] != last:
@@ -128,8 +128,6 @@ def segment_features(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Block features of each segment of one log-mel: ``({block: (n_segments, dim)}, starts)``."""
     starts = segment_starts(spec_db.shape[1], segment_frames)
-    if len(starts) == 1:
-        return {b: v[None, :] for b, v in block_features(spec_db, blocks).items()}, starts
     per = [block_features(spec_db[:, s : s + segment_frames], blocks) for s in starts]
     return {b: np.stack([p[b] for p in per]) for b in blocks}, starts
 
