@@ -21,7 +21,7 @@ import numpy as np
 from anomaly.bundle import CALIBRATION_FORMAT_VERSION, Bundle, Calibration
 from anomaly.embedding import CALIBRATION_STD_FLOOR, check_recipe, fit_standardizer, standardize
 from anomaly.errors import CalibrationError
-from anomaly.familiarity import Familiarity
+from anomaly.familiarity import USER_SPREAD_FLOOR_DB, Familiarity
 from anomaly.reference import Recipe, Reference
 from anomaly.scoring import MahalanobisScorer, clip_folds, gamma_thresholds
 
@@ -58,7 +58,7 @@ def fit_reference_calibration(
     check_clip_count(n_clips)
     params = bundle.params
     reference = Reference(recipe, frame_seconds=params.frame_seconds).fit(clip_specs)
-    familiarity = Familiarity(params.window_frames).fit(clip_specs)
+    familiarity = Familiarity(params.window_frames, USER_SPREAD_FLOOR_DB).fit(clip_specs)
     meta = {
         "kind": "gearbox-sound-check calibration",
         "format_version": CALIBRATION_FORMAT_VERSION,

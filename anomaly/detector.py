@@ -37,8 +37,11 @@ from anomaly.embedding import (
 from anomaly.errors import AudioInputError
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
 from anomaly.features import (
+    BAND_DROP_DB,
+    EMPTY_BAND_DB,
     LEVEL_TOLERANCE_DB,
     MIN_BAND_HZ,
+    REFERENCE_BAND_DROP_DB,
     FeatureParams,
     fill_top_bands,
     image_to_log_mel,
@@ -358,16 +361,27 @@ class Detector:
         never carried is not scored as a fault. Below ``MIN_BAND_HZ`` too little is left: refused.
         """
         if self.reference is not None:
+            # A real machine's own sound can lose a few dB at the top (a change of state): against a
+            # user's reference only a codec-sized cliff counts as missing bands.
             profile = self.reference.spectrum_mean_
             level = 10.0 * np.log10(np.power(10.0, np.asarray(spec_db, np.float64) / 10.0).mean(axis=1) + 1e-12)
+            drop_db = REFERENCE_BAND_DROP_DB
         else:
             profile = self._norm_mean[:, 0]
             level = spec_db.mean(axis=1)
-        missing = missing_top_bands(level, profile)
+            drop_db = BAND_DROP_DB
+        missing = missing_top_bands(level, profile, drop_db=drop_db)
         notes: list[str] = []
         heard = spec_db
+        bands = self.band_hz
+        if missing and bands[len(bands) - missing - 1] < MIN_BAND_HZ:
+            # Refuse only a band that is really empty (a low sample rate: 60 dB and more down); a quieter
+            # top half is the recording's own sound, scored as it is.
+            first = len(level) - missing
+            deviation = level - profile
+            if np.median(deviation[first:]) > np.median(deviation[max(0, first - 8) : first]) - EMPTY_BAND_DB:
+                missing = 0
         if missing:
-            bands = self.band_hz
             heard_hz = float(bands[len(bands) - missing - 1])
             top_hz = (self.params.fmax or self.params.sr / 2) / 1000
             if heard_hz < MIN_BAND_HZ:

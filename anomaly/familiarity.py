@@ -39,6 +39,9 @@ THRESHOLD = 0.5
 SCORE_RATIO_UNIT = 8.5
 # A band's spread is never taken below this (dB): a handful of clips can agree to a fraction of a dB.
 SPREAD_FLOOR_DB = 1.0
+# The same for a user's calibration: three to ten real clips understate how much a machine's bands wander
+# (at 1 dB, 9 of 16 healthy fan clips were called unfamiliar after calibrating on 3; at 3 dB, 2 of 16).
+USER_SPREAD_FLOOR_DB = 3.0
 
 FAMILIARITY_CONFIG = {
     "method": "band envelope against per-domain spread of 2 s window means of the normal clips",
@@ -66,8 +69,9 @@ def window_band_means(spec_db: np.ndarray, window_frames: int) -> np.ndarray:
 class Familiarity:
     """Per-domain envelope of normal band levels; ``statistic`` > ``THRESHOLD`` means unfamiliar."""
 
-    def __init__(self, window_frames: int = 64):
+    def __init__(self, window_frames: int = 64, spread_floor_db: float = SPREAD_FLOOR_DB):
         self.window_frames = int(window_frames)
+        self.spread_floor_db = float(spread_floor_db)
 
     def fit(self, clip_specs: Sequence[np.ndarray], domains: Sequence[str] | None = None) -> Familiarity:
         domains = list(domains) if domains is not None else ["user"] * len(clip_specs)
@@ -82,7 +86,7 @@ class Familiarity:
                 ]
             )
             means.append(rows.mean(axis=0))
-            spreads.append(np.maximum(rows.std(axis=0), SPREAD_FLOOR_DB))
+            spreads.append(np.maximum(rows.std(axis=0), self.spread_floor_db))
         self.mean_ = np.stack(means)
         self.spread_ = np.stack(spreads)
         return self

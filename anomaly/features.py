@@ -712,6 +712,11 @@ def _image_array(im: object) -> np.ndarray:
 # A recording's top bands count as missing when they lie this far below its typical level against the
 # reference (a codec's low-pass, a low sample rate, an upsampling filter).
 BAND_DROP_DB = 3.0
+# The same against a user's reference: real machines vary more near the top of the band than the synthetic
+# gearbox; a codec's cliff (30 to 60 dB) still counts.
+REFERENCE_BAND_DROP_DB = 10.0
+# A band this far below its neighbours is empty (what a low sample rate leaves), not just quiet.
+EMPTY_BAND_DB = 30.0
 # Below this the recording misses too much of the band the model listens to: it is refused.
 MIN_BAND_HZ = 6000.0
 

@@ -210,3 +210,22 @@ def test_candidate_grid_covers_blocks_distances_and_fusions():
     assert len(names) == len(grid) == 90
     assert Recipe().name in names
     assert {r.distance for r in grid} == {"mahalanobis", "nearest"} and {r.fusion for r in grid} == {"mean", "max"}
+
+
+def test_a_quieter_top_band_is_scored_and_an_empty_one_refused(tiny_detector, machine_files, tmp_path):
+    """Against a user's reference, a recording whose top half is 10 to 20 dB quieter (the machine's own
+    sound) is scored, not refused as band-limited; one that carries nothing above 4 kHz is refused."""
+    import scipy.signal
+
+    normals, _ = machine_files
+    adapted = tiny_detector.with_calibration(tiny_detector.calibrate(normals[:6]))
+    y = other_machine(77)
+    sos = scipy.signal.butter(2, 3000, "low", fs=SR, output="sos")
+    muffled = (0.6 * y + 0.4 * scipy.signal.sosfilt(sos, y)).astype(np.float32)
+    result = adapted.analyze(write(tmp_path / "muffled.wav", muffled))
+    assert np.isfinite(result.score)
+    import librosa
+
+    narrow = librosa.resample(y, orig_sr=SR, target_sr=8000, res_type="soxr_hq")
+    with pytest.raises(AudioInputError, match="carries sound only up to about"):
+        adapted.analyze(write(tmp_path / "narrow.wav", narrow, 8000))
