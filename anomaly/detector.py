@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ from anomaly.features import (
     window_starts,
     windows,
 )
-from anomaly.reference import Recipe, Reference
+from anomaly.reference import Recipe, Reference, block_features
 from anomaly.scoring import Thresholds, percentile
 
 log = logging.getLogger("anomaly")
@@ -364,7 +365,7 @@ class Detector:
             # A real machine's own sound can lose a few dB at the top (a change of state): against a
             # user's reference only a codec-sized cliff counts as missing bands.
             profile = self.reference.spectrum_mean_
-            level = 10.0 * np.log10(np.power(10.0, np.asarray(spec_db, np.float64) / 10.0).mean(axis=1) + 1e-12)
+            level = block_features(spec_db, ("pmean",))["pmean"]
             drop_db = REFERENCE_BAND_DROP_DB
         else:
             profile = self._norm_mean[:, 0]
@@ -433,9 +434,9 @@ class Detector:
         scores, starts = self.reference.segment_scores(spec_db)
         return scores, starts, (self.reference.anomaly_map(spec_db) if explain else None)
 
-    @property
+    @cached_property
     def band_hz(self) -> np.ndarray:
-        """Centre frequency of each mel band (Hz)."""
+        """Centre frequency of each mel band (Hz); computed once (every analysis checks its bands)."""
         import librosa
 
         p = self.params
@@ -563,27 +564,6 @@ class Detector:
             if progress:
                 progress(i + 1, len(files))
         return specs, clip_windows, errors
-
-    def embed_files(
-        self,
-        files: Sequence[str | Path],
-        *,
-        progress: Callable[[int, int], None] | None = None,
-        max_seconds: float | None = None,
-        workers: int | None = None,
-    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
-        """Embeddings of many files: ``window_files``, then all windows through the network in large
-        batches. Returns per-file embeddings and log-mels (None for failed files) and ``{index: error}``.
-        """
-        specs, clip_windows, errors = self.window_files(
-            files, progress=progress, max_seconds=max_seconds, workers=workers
-        )
-        good = [w for w in clip_windows if w is not None]
-        if not good:
-            return [None] * len(files), specs, errors
-        flat = self.embed_windows(np.concatenate(good))
-        parts = iter(np.split(flat, np.cumsum([len(w) for w in good])[:-1]))
-        return [None if w is None else next(parts) for w in clip_windows], specs, errors
 
     def analyze_many(
         self,
