@@ -101,7 +101,7 @@ def labels_at(detector, folder: Path, k: str, recipe: Recipe, cache: dict) -> di
     """What the labels say at K: calibration clips scored by their own calibration, the other normals and
     the anomalies, as shares labelled NEEDS MAINTENANCE or worse and SEVERE ANOMALY."""
     from anomaly.dcase import parse_name
-    from anomaly.fewshot import load_log_mels, protocol_files, split_fewshot
+    from anomaly.fewshot import load_log_mels, protocol_files, score_clips, split_fewshot
 
     pool, labelled = protocol_files(folder)
     specs = load_log_mels(detector, [*pool, *labelled], cache=cache)
@@ -110,10 +110,10 @@ def labels_at(detector, folder: Path, k: str, recipe: Recipe, cache: dict) -> di
     split = split_fewshot(pool, labelled, k)
     calibration = detector.calibrate_specs([specs[p] for p in split.calibration], recipe=recipe)
     t = calibration.thresholds
-    ref = calibration.reference
+    adapted = detector.with_calibration(calibration)
 
     def shares(paths) -> dict:
-        scores = np.array([ref.score(specs[p]) for p in paths])
+        scores = score_clips(adapted, paths, specs)
         if not len(scores):
             return {"n": 0}
         return {
