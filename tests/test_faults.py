@@ -243,6 +243,18 @@ def test_tampered_bundled_artifacts_are_a_clear_cli_error(install, clip, tmp_pat
     assert_clear_error(done, "encoder.keras does not match its checksum")
 
 
+def app_until_exit(env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """``python app.py`` run until it exits (it must refuse to start), with its output."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=APP_EXIT_TIMEOUT_S,
+    )
+
+
 @pytest.mark.parametrize("damage", ["tampered", "missing"])
 def test_app_refuses_to_start_on_a_damaged_bundle_with_one_clear_line(tiny_bundle, tmp_path, damage):
     bundle = tmp_path / "bundle"
@@ -250,14 +262,7 @@ def test_app_refuses_to_start_on_a_damaged_bundle_with_one_clear_line(tiny_bundl
         tamper(Path(shutil.copytree(tiny_bundle, bundle)))
     env = clean_env(ANOMALY_BUNDLE=str(bundle), GRADIO_SERVER_PORT="0", PYTHONUNBUFFERED="1")
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "app.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=APP_EXIT_TIMEOUT_S,
-    )
+    done = app_until_exit(env, tmp_path)
     elapsed = time.monotonic() - started
     assert elapsed < 60.0
     assert_clear_error(done, "does not match its checksum" if damage == "tampered" else "does not exist")
@@ -298,14 +303,7 @@ def test_invalid_bundle_config_is_one_line_and_exit_2_from_the_cli(
 def test_app_refuses_to_start_on_an_invalid_bundle_config_with_one_line(tiny_bundle, tmp_path):
     bundle = with_preprocessing(tiny_bundle, tmp_path / "bundle", sr=0)
     env = clean_env(ANOMALY_BUNDLE=str(bundle), GRADIO_SERVER_PORT="0", PYTHONUNBUFFERED="1")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "app.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=APP_EXIT_TIMEOUT_S,
-    )
+    done = app_until_exit(env, tmp_path)
     assert_clear_error(done, "config.json has invalid preprocessing: sr must be a whole number")
     assert "ZeroDivisionError" not in done.stderr
 
