@@ -40,21 +40,15 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger("anomaly")
 
-APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
 NOOP_ENDPOINT = "/ping"
 
 # metric -> (comparison, limit, unit, what it is)
@@ -92,60 +86,11 @@ JSON_KEYS = [
 ]
 
 
-# --- the app in a subprocess (also used by scripts/load_test.py) ------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class AppServer:
-    """A ``python app.py`` process started by ``app_server``."""
-
-    process: subprocess.Popen
-    url: str
-    log_path: Path
-    started: float  # time.monotonic() just before the process was started
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def memory_mb(self, field: str = "VmRSS") -> float | None:
-        """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of the app process, in MB."""
-        return process_memory_mb(self.pid, field)
-
-    def wait_until_serving(self, timeout_s: float = 240.0) -> None:
-        """Block until the server answers HTTP; raise RuntimeError if it exits or takes too long."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"app.py exited with code {self.process.returncode} before serving:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/gradio_api/info", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"app.py not serving after {timeout_s:g} s:\n{self.log_tail()}")
-            time.sleep(0.1)
+# --- measuring ---------------------------------------------------------------------------------------------
 
 
 def process_memory_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of a process, in MB (None off Linux)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(f"{field}:"):
@@ -153,92 +98,6 @@ def process_memory_mb(pid: int, field: str = "VmRSS") -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-@contextmanager
-def app_server(work: Path, *, bundle: str | Path | None = None, **env: str) -> Iterator[AppServer]:
-    """Start ``python app.py`` on a free loopback port; stop it on exit.
-
-    ``work`` is its working directory and holds its log, upload folder and example cache (so a second
-    start in the same folder has warm caches). ``bundle`` sets ``ANOMALY_BUNDLE``; ``env`` adds variables.
-    Waiting until it serves is up to the caller (``wait_until_serving``), so that start-up can be timed.
-    """
-    if not APP_PATH.is_file():
-        raise RuntimeError(f"{APP_PATH} not found: the app is not installed next to the engine")
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    child_env = dict(os.environ)
-    child_env.update(
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-        GRADIO_ANALYTICS_ENABLED="False",
-        GRADIO_EXAMPLES_CACHE=str(work / "examples-cache"),
-        GRADIO_TEMP_DIR=str(work / "uploads"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-    )
-    if bundle is not None:
-        child_env["ANOMALY_BUNDLE"] = str(Path(bundle).resolve())
-    child_env.update(env)
-    log_path = work / "app.log"
-    with open(log_path, "ab") as log_file:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, str(APP_PATH)],
-            cwd=work,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = AppServer(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path, started=started)
-    try:
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def loopback_client(url: str, **kwargs):
-    """A ``gradio_client.Client`` for an app on this machine.
-
-    ``ssl_verify=False`` because gradio_client builds a new httpx client for every upload, call and
-    download, and with verification on each one loads the CA bundle (10 to 50 ms, up to three times per
-    request); over plain http on loopback there is no TLS, so that would only time the client's set-up.
-    """
-    from gradio_client import Client
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    options = {"verbose": False, "download_files": False, "ssl_verify": False, "analytics_enabled": False}
-    return Client(url, **{**options, **kwargs})
-
-
-def http_call(http, api_name: str, data: list) -> object:
-    """One call through gradio's documented HTTP API (``/gradio_api/call``) on an open httpx client."""
-    answer = http.post(f"/gradio_api/call/{api_name.strip('/')}", json={"data": data})
-    answer.raise_for_status()
-    event_id = answer.json()["event_id"]
-    with http.stream("GET", f"/gradio_api/call/{api_name.strip('/')}/{event_id}") as stream:
-        text = "".join(stream.iter_text())
-    if "event: complete" not in text:
-        raise RuntimeError(f"{api_name} did not complete: {text[-300:]}")
-    return json.loads(text.split("event: complete", 1)[1].split("data:", 1)[1].strip())
-
-
-def http_upload(http, path: Path) -> dict:
-    with open(path, "rb") as fh:
-        answer = http.post("/gradio_api/upload", files=[("files", (path.name, fh))])
-    answer.raise_for_status()
-    return {"path": answer.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
-
-
-# --- measuring ---------------------------------------------------------------------------------------------
 
 
 def timings_ms(call: Callable[[], object], reps: int, *, warmup: int = 3) -> np.ndarray:
@@ -375,86 +234,6 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     }
 
 
-def long_recording(clips: list[Path], out: Path, seconds: float = 120.0) -> Path:
-    """One recording of ``seconds`` made of the synthetic clips end to end."""
-    import soundfile as sf
-
-    parts, sr, total = [], None, 0.0
-    for clip in itertools.cycle(clips):
-        y, sr = sf.read(clip, dtype="float32")
-        parts.append(y)
-        total += len(y) / sr
-        if total >= seconds:
-            break
-    sf.write(out, np.concatenate(parts)[: int(seconds * sr)], sr, subtype="PCM_16")
-    return out
-
-
-def measure_app(bundle: str | None, work: Path, clips: list[Path], *, quick: bool) -> tuple[dict, list[str]]:
-    """Cold start, round trips and peak memory of ``python app.py``; notes on anything not measured."""
-    from gradio_client import handle_file
-
-    reps = 10 if quick else 40
-    clip = handle_file(str(clips[0]))
-    notes: list[str] = []
-    extra: dict[str, float] = {}
-
-    log.info("starting the app once to warm its caches")
-    with app_server(work, bundle=bundle) as server:
-        server.wait_until_serving()
-        loopback_client(server.url).predict(clip, api_name="/score")
-
-    log.info("starting the app again: cold start with warm caches")
-    with app_server(work, bundle=bundle) as server:
-        server.wait_until_serving()
-        client = loopback_client(server.url)  # pictures stay on the server: a browser fetches them itself
-        client.predict(clip, api_name="/score")
-        cold_start = time.monotonic() - server.started
-
-        log.info("round trips: %d each of /score, /analyze, %s", reps, NOOP_ENDPOINT)
-        score = timings_ms(lambda: client.predict(clip, api_name="/score"), reps)
-        analyze = timings_ms(lambda: client.predict(clip, True, api_name="/analyze"), reps)
-        try:
-            noop: float | None = float(
-                np.median(timings_ms(lambda: client.predict(api_name=NOOP_ENDPOINT), reps))
-            )
-        except ValueError as exc:  # gradio_client: "Cannot find a function with api_name ..."
-            noop = None
-            notes.append(
-                f"{NOOP_ENDPOINT} not measured ({str(exc).splitlines()[0][:80]}): the app needs a hidden no-op "
-                f'endpoint, e.g. gr.api(lambda: "ok", api_name="ping", api_visibility="undocumented")'
-            )
-        # The same through plain HTTP on one kept-alive connection: what the server itself costs.
-        # gradio_client polls for the answer every 50 ms (gradio_client/utils.py), which alone sets a
-        # floor of about 50 ms on every round trip it makes.
-        import httpx
-
-        with httpx.Client(base_url=server.url, timeout=60) as http:
-            extra["api_score_http_ms_p50"] = float(
-                np.median(timings_ms(lambda: http_call(http, "score", [http_upload(http, clips[0])]), reps))
-            )
-            if noop is not None:
-                extra["api_noop_http_ms_p50"] = float(
-                    np.median(timings_ms(lambda: http_call(http, NOOP_ENDPOINT, []), reps))
-                )
-        log.info("one full batch of 100 clips, for the memory peak")
-        client.predict([handle_file(str(c)) for c in clips[:100]], api_name="/batch")
-        rss = server.memory_mb("VmHWM")
-        log.info("a batch of 100 recordings of 120 s (the longest accepted), for the memory peak")
-        long_clip = long_recording(clips, work / "long_120s.wav")
-        client.predict([handle_file(str(long_clip))] * 100, api_name="/batch")
-        extra["batch_120s_rss_mb"] = server.memory_mb("VmHWM")
-    numbers = {
-        "api_score_ms_p50": float(np.median(score)),
-        "api_analyze_ms_p50": float(np.median(analyze)),
-        "api_noop_ms_p50": noop,
-        "cold_start_s": cold_start,
-        "rss_mb": rss,
-        **extra,
-    }
-    return numbers, notes
-
-
 # --- reporting ------------------------------------------------------------------------------------------
 
 
@@ -515,6 +294,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         numbers.update(engine)
         numbers.update(measure_live(bundle, quick=quick))
         try:
+            from anomaly.ui.bench import measure_app
+
             app, notes = measure_app(bundle, work / "app", clips, quick=quick)
             numbers.update(app)
         except Exception as exc:  # the engine numbers still stand; say what went wrong

@@ -45,8 +45,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from anomaly.bench import app_server, loopback_client, process_memory_mb  # noqa: E402
+from anomaly.bench import process_memory_mb  # noqa: E402
 from anomaly.scoring import LABELS  # noqa: E402
+from anomaly.ui.launcher import app_server, loopback_client  # noqa: E402
 
 # The order every client cycles through (each starting at another place), so that even a short run
 # covers every kind of request.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,78 +52,24 @@ def tiny_detector(tiny_bundle):
 
 # --- the app, launched for real once per session (tests/test_app.py and tests/test_browser.py) ----------
 
-from contextlib import contextmanager  # noqa: E402 - kept with the fixtures that use it
-
 APP_START_TIMEOUT_S = 240.0
-# Printed by gradio after the start-up events (example caching) have run: from then on the app is ready.
-APP_READY_MARKER = "Streamable HTTP URL"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def running_app(work: Path, **env_overrides: str):
-    """``python app.py`` in a subprocess, as a Space runs it; yields ``.url``, ``.log``, ``.work`` and ``.pid``.
-
-    The port reaches the app only through ``GRADIO_SERVER_PORT`` (app.py passes none); the working
-    directory is ``work`` (so nothing depends on it), which also holds a fresh example cache and upload
-    folder; no Hub repo is set unless ``env_overrides`` sets one, and the Hub is never contacted.
+    """``python app.py`` in a subprocess, as a Space runs it (``anomaly.ui.launcher``, the benchmark's
+    launcher too), ready once its examples are cached; yields an ``AppServer`` (``.url``, ``.log``, ``.work``,
+    ``.pid``). The port reaches the app only through ``GRADIO_SERVER_PORT`` (app.py passes none); the working
+    directory is ``work``, so nothing depends on it.
     """
-    import subprocess
-    import time
-    import urllib.request
-    from types import SimpleNamespace
+    from anomaly.ui.launcher import app_server
 
-    port = _free_port()
-    env = dict(os.environ)
-    for name in ("ANOMALY_HUB_REPO", "ANOMALY_HUB_REVISION", "GRADIO_SERVER_NAME", "GRADIO_ROOT_PATH"):
-        env.pop(name, None)
-    env.update(
-        GRADIO_SERVER_PORT=str(port),
-        GRADIO_ANALYTICS_ENABLED="False",
-        GRADIO_EXAMPLES_CACHE=str(work / "examples-cache"),
-        GRADIO_TEMP_DIR=str(work / "uploads"),
-        HF_HUB_OFFLINE="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(env_overrides)
-    log_path = work / "app.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")],
-            cwd=work,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + APP_START_TIMEOUT_S
-        while APP_READY_MARKER not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"app.py not ready after {APP_START_TIMEOUT_S:g} s:\n{log_path.read_text()[-4000:]}"
-                )
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=30) as response:
-            assert response.status == 200
-        yield SimpleNamespace(url=url, log=log_path, work=work, pid=proc.pid)
-    finally:
-        proc.terminate()
+    with app_server(work, **env_overrides) as server:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            server.wait_until_ready(APP_START_TIMEOUT_S)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -154,3 +101,26 @@ def example_clips(tmp_path_factory) -> Path:
 def launch_app():
     """``running_app`` for a test that needs its own app (other environment variables)."""
     return running_app
+
+
+@pytest.fixture(scope="session")
+def app_module(tiny_bundle):
+    """``app.py`` imported in this process with the tiny bundle: its ``demo``, ``page``, ``live`` and ``c``.
+
+    Importing it loads the model named by ``ANOMALY_BUNDLE`` and builds the page, nothing more (no warm-up, no
+    launch); the environment is put back afterwards.
+    """
+    import importlib
+
+    saved = os.environ.get("ANOMALY_BUNDLE")
+    os.environ["ANOMALY_BUNDLE"] = str(tiny_bundle)
+    try:
+        sys.modules.pop("app", None)
+        module = importlib.import_module("app")
+    finally:
+        if saved is None:
+            os.environ.pop("ANOMALY_BUNDLE", None)
+        else:
+            os.environ["ANOMALY_BUNDLE"] = saved
+    yield module
+    sys.modules.pop("app", None)

@@ -28,8 +28,17 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 ENDPOINTS = {"/analyze", "/analyze_spectrogram", "/score", "/batch"}
 SCORE_KEYS = {
-    "file", "score", "label", "familiar", "compared_with", "percentile", "thresholds", "windows", "model",
-    "departures", "notes",
+    "file",
+    "score",
+    "label",
+    "familiar",
+    "compared_with",
+    "percentile",
+    "thresholds",
+    "windows",
+    "model",
+    "departures",
+    "notes",
 }
 
 
@@ -70,6 +79,19 @@ def test_api_lists_exactly_the_four_endpoints(client):
     analyze = api["named_endpoints"]["/analyze"]
     assert [p["parameter_name"] for p in analyze["parameters"]] == ["audio", "show_anomaly_map"]
     assert len(analyze["returns"]) == 5
+    # Every output has a name a developer can read (gradio falls back to "value_<id>" without a label).
+    for endpoint in api["named_endpoints"].values():
+        for returned in endpoint["returns"]:
+            assert returned["label"] and not returned["label"].startswith("value_"), returned
+    assert [r["label"] for r in analyze["returns"]] == [
+        "Spectrogram (cyan: departs from normal)",
+        "Score",
+        "Verdict",
+        "Details",
+        "Score over time",
+    ]
+    # /score comes first: the API page and its snippet start there.
+    assert next(iter(api["named_endpoints"])) == "/score"
 
 
 def test_analyze_returns_pictures_and_the_engine_decision(client, example_clips):
@@ -77,9 +99,10 @@ def test_analyze_returns_pictures_and_the_engine_decision(client, example_clips)
     spectrogram, gauge, label, details, timeline = client.predict(
         handle_file(str(clip)), True, api_name="/analyze"
     )
-    for picture in (spectrogram, gauge, timeline):
+    for picture in (spectrogram, timeline):
         with Image.open(picture) as im:
             assert im.format == "PNG" and im.width > 200 and im.height > 100
+    assert 'class="gauge"' in gauge and "Needs maintenance" in gauge
     scored = client.predict(handle_file(str(clip)), api_name="/score")
     assert label_of(label) in LABELS
     assert label_of(label) == scored["label"] == decided(scored)
@@ -121,7 +144,7 @@ def test_analyze_spectrogram_image(client, example_clips, params, tmp_path):
     spectrogram, gauge, label, details, timeline = client.predict(
         handle_file(str(image)), True, api_name="/analyze_spectrogram"
     )
-    assert Path(spectrogram).is_file() and Path(gauge).is_file() and Path(timeline).is_file()
+    assert Path(spectrogram).is_file() and Path(timeline).is_file() and 'class="gauge"' in gauge
     assert label_of(label) in LABELS
     # The image holds the clip's log-mel quantised to 8 bits: it scores like the clip itself.
     audio = client.predict(handle_file(str(clip)), api_name="/score")
@@ -134,19 +157,23 @@ def test_batch_scores_good_files_and_reports_the_bad_one(client, example_clips, 
     good = [example_clips / "normal_source.wav", example_clips / "fault_wear.wav"]
     files = [handle_file(str(good[0])), handle_file(str(not_audio)), handle_file(str(good[1]))]
     table, csv_path = client.predict(files, api_name="/batch")
-    assert table["headers"] == ["file", "score", "percentile", "label", "error"]
+    assert table["headers"] == ["file", "score", "percentile", "label", "familiar", "error"]
     rows = table["data"]
     assert [row[0] for row in rows] == [good[0].name, not_audio.name, good[1].name]
     bad = rows[1]
-    assert bad[1] is None and bad[3] is None and "not a readable audio file" in bad[4]
+    assert bad[1] is None and bad[3] is None and "not a readable audio file" in bad[5]
     for row, clip in zip((rows[0], rows[2]), good, strict=True):
         scored = client.predict(handle_file(str(clip)), api_name="/score")
         assert row[1] == pytest.approx(scored["score"], abs=1e-3)
-        assert row[3] == scored["label"] and row[4] == ""
+        assert row[3] == scored["label"] and row[4] is True and row[5] == ""
     with open(csv_path, newline="") as fh:
-        written = list(csv.reader(fh))
-    assert written[0] == table["headers"] and len(written) == 4
-    assert written[2][0] == not_audio.name and written[2][4] == bad[4]
+        written = list(csv.DictReader(fh))
+    assert list(written[0]) == [*table["headers"], "compared_with", "model", "calibration"]
+    assert len(written) == 3
+    assert written[1]["file"] == not_audio.name and written[1]["error"] == bad[5]
+    # Which model and which calibration answered travel with every row.
+    assert all(r["model"] == "the bundled demo model" and r["calibration"] == "" for r in written)
+    assert all("demo gearbox" in r["compared_with"] for r in written)
 
 
 @pytest.mark.parametrize("endpoint", ["/analyze", "/score"])
@@ -303,7 +330,7 @@ def test_an_unavailable_hub_model_falls_back_and_the_page_says_why(launch_app, t
     repo = "nobody/no-such-gearbox-model"
     with launch_app(tmp_path, ANOMALY_HUB_REPO=repo, ANOMALY_HUB_REVISION="v1", ANOMALY_BUNDLE="") as server:
         line = page_texts(server.url)["model-line"]
-        assert line.startswith("⚠️") and repo in line and "bundled model" in line
+        assert line.startswith("⚠️") and repo in line and "bundled demo model" in line
         result = Client(server.url, verbose=False).predict(
             handle_file(str(example_clips / "normal_source.wav")), api_name="/score"
         )

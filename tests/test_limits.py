@@ -114,27 +114,32 @@ def zero_array_npz(path: Path, shape: tuple[int, ...]) -> Path:
     return path
 
 
-def calibration_upload_index(client: Client) -> int:
-    """The id of the (browser-only) event that reads an uploaded calibration file."""
-    config = client.config
-    upload = next(
-        c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "calibration-upload"
-    )
-    for dependency in config["dependencies"]:
+def component_id(client: Client, elem_id: str) -> int:
+    return next(c["id"] for c in client.config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+
+
+def calibration_upload_event(client: Client) -> dict:
+    """The (browser-only) event that reads an uploaded calibration file."""
+    upload = component_id(client, "calibration-upload")
+    for dependency in client.config["dependencies"]:
         if [upload, "upload"] in [list(t) for t in dependency["targets"]]:
-            return dependency["id"]
+            return dependency
     raise AssertionError("no upload event on the calibration file box")
 
 
 def upload_calibration(client: Client, app_url: str, path: Path):
-    """Upload ``path`` to the calibration box as the page does (the event has no public API), raising
-    ``AppError`` with the server's message as gradio_client would."""
+    """Upload ``path`` to the calibration box as the page does (the event has no public API).
+
+    The page shows a refusal in place, in the calibration status; it is raised here as ``AppError`` with
+    that text, so that it is checked like the API's refusals.
+    """
     import json
     import uuid
 
     import httpx
 
-    index = calibration_upload_index(client)
+    event = calibration_upload_event(client)
+    status_at = event["outputs"].index(component_id(client, "calibration-status"))
     session = uuid.uuid4().hex
     with httpx.Client(base_url=f"{app_url}/gradio_api", timeout=30) as http:
         with open(path, "rb") as fh:
@@ -142,7 +147,7 @@ def upload_calibration(client: Client, app_url: str, path: Path):
         file_data = {"path": stored, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
         joined = http.post(
             "/queue/join",
-            json={"data": [file_data, True, None, None], "fn_index": index, "session_hash": session},
+            json={"data": [file_data, "", True, None, None], "fn_index": event["id"], "session_hash": session},
         )
         joined.raise_for_status()
         with http.stream("GET", "/queue/data", params={"session_hash": session}) as events:
@@ -151,8 +156,11 @@ def upload_calibration(client: Client, app_url: str, path: Path):
                     continue
                 message = json.loads(line[5:])
                 if message.get("msg") == "process_completed":
-                    if not message.get("success"):
-                        raise AppError(message.get("output", {}).get("error") or "error")
+                    assert message.get("success"), message  # the page never shows a bare "error"
+                    status = message["output"]["data"][status_at]
+                    status = status.get("value") if isinstance(status, dict) else status
+                    if isinstance(status, str) and status.startswith("⚠️"):
+                        raise AppError(status)
                     return message["output"]
     raise AssertionError("the queue closed without an answer")
 
@@ -202,7 +210,8 @@ def test_a_batch_with_the_24_mhz_wav_reports_it_in_its_row(app_server, client, t
     )
     assert time.monotonic() - started < MAX_SECONDS_PER_UPLOAD
     bad, good = table["data"]
-    assert "24000000 Hz; at most 384000 Hz" in bad[4] and good[4] == ""
+    error = table["headers"].index("error")
+    assert "24000000 Hz; at most 384000 Hz" in bad[error] and good[error] == ""
 
 
 def test_a_calibration_file_holding_a_2_gb_zero_array(app_server, client, tmp_path):

@@ -1,0 +1,210 @@
+"""The handlers of the Listen live tab: a microphone stream scored every second, a summary at Stop.
+
+``LivePage`` holds the shared ``Runtime`` and the page's components; each handler returns a dict keyed by the
+components it changes. One ``anomaly.live.LiveSession`` per visitor keeps the recent audio and the history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+
+from anomaly import plots
+from anomaly.detector import Detector
+from anomaly.live import LiveReading, LiveSession
+from anomaly.ui.runtime import Runtime
+from anomaly.ui.session import Session, detector_for
+from anomaly.ui.views import UNFAMILIAR_VERDICT, verdict_colour
+
+log = logging.getLogger("anomaly.ui")
+
+
+def live_verdict(reading: LiveReading | None) -> str:
+    """What the verdict box says: the label, or in a few words what is wrong with the sound."""
+    if reading is None:
+        return "Waiting for the microphone…"
+    if reading.problem is not None:
+        return reading.problem.split(":")[0].rstrip(".")
+    return reading.label if reading.familiar else UNFAMILIAR_VERDICT
+
+
+def live_status(live: LiveSession, elapsed_ms: float | None = None) -> str:
+    """One line on what is happening, with the full text of any problem."""
+    r = live.last
+    heard = f"Listening: {live.heard_s:.0f} s heard."
+    if r is None:
+        return f"Waiting for sound from the microphone; the first verdict comes {live.window_s:.1f} s after it starts."
+    if r.problem is not None:
+        return f"{heard} ⚠️ {r.problem}"
+    line = f"{heard} Last {live.window_s:.1f} s: score **{r.score:.2f}** -> **{r.label}**"
+    if not r.familiar:
+        line += (
+            " (this sound is unlike anything the model was told is normal: adapt it to your machine first)"
+        )
+    if elapsed_ms is not None:
+        line += f"; processed in {elapsed_ms:.0f} ms"
+    return line + "."
+
+
+def live_alarms(live: LiveSession) -> str:
+    """The recent alarms, latest first."""
+    if not live.alarms:
+        return "**Alarms:** none so far."
+    rows = [
+        f"- {a.clock} (at {a.time_s:.0f} s): **{a.label}**, score {a.score:.2f}"
+        for a in reversed(live.alarms)
+    ]
+    return "**Alarms** (latest first):\n" + "\n".join(rows)
+
+
+def live_summary(live: LiveSession) -> str:
+    """The stop summary, for people."""
+    facts = live.summary()
+    if not facts["readings"]:
+        return (
+            f"#### Summary\nNothing was scored: {live.heard_s:.1f} s were heard, and the first verdict needs "
+            f"{live.window_s:.1f} s."
+        )
+    total = sum(facts["seconds_at"].values()) or 1.0
+    rows = [
+        f"| {level} | {seconds:.0f} s | {100 * seconds / total:.0f} % |"
+        for level, seconds in facts["seconds_at"].items()
+    ]
+    lines = [
+        "#### Summary",
+        f"Listened for {facts['listened_s']:.0f} s ({facts['readings']} readings, one a second).",
+        "",
+        "| level | time | share |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+    worst = facts["worst"]
+    if worst is not None:
+        lines.append(
+            f"**Worst moment:** at {worst['time_s']:.0f} s of listening, score **{worst['score']:.2f}** "
+            f"({worst['label']}). Its {live.worst_clip_s:.0f} s of sound are below to download."
+        )
+    alarms = facts["alarms"]
+    lines.append(f"**Alarms:** {len(alarms)}{' (listed above, latest first)' if alarms else ''}.")
+    return "\n".join(lines)
+
+
+class LivePage:
+    """The Listen live tab's handlers, bound to its components ``c`` and the shared ``runtime``."""
+
+    def __init__(self, runtime: Runtime, c: SimpleNamespace):
+        self.runtime = runtime
+        self.c = c
+
+    def _detector(self, session: Session | None) -> Detector:
+        return detector_for(self.runtime.detector, session)
+
+    def _pictures(self, live: LiveSession, detector: Detector) -> tuple[str | None, np.ndarray]:
+        """The gauge at the last score (None before the first) and the rolling timeline of the last minute."""
+        t = detector.thresholds
+        last = live.last
+        gauge = (
+            plots.gauge_html(last.score, t, familiar=last.familiar)
+            if last is not None and last.score is not None
+            else None
+        )
+        starts, scores = live.timeline()
+        timeline = plots.live_timeline(
+            starts, scores, t, live.window_s, now_s=live.heard_s, span_s=live.history_s
+        )
+        return gauge, timeline
+
+    @staticmethod
+    def _label(text: str) -> gr.Label:
+        return gr.Label(value=text, color=verdict_colour(text))
+
+    def start(self, session: Session | None) -> dict:
+        """A new listening session: empty history, the last summary and downloads cleared."""
+        c = self.c
+        live = LiveSession(self.runtime.detector.params)
+        _, timeline = self._pictures(live, self._detector(session))  # empty, with the thresholds drawn
+        return {
+            c.live_state: live,
+            c.live_label: self._label(live_verdict(None)),
+            c.live_timeline: timeline,
+            c.live_status: live_status(live),
+            c.live_alarms: live_alarms(live),
+            c.live_summary: "",
+            c.live_csv: gr.File(value=None, visible=False),
+            c.live_worst: gr.File(value=None, visible=False),
+        }
+
+    def listen(
+        self, chunk: tuple[int, np.ndarray] | None, live: LiveSession | None, session: Session | None
+    ) -> dict:
+        """One chunk of the microphone stream; every new second of audio, the last 2 s are scored.
+
+        Bad chunks (empty, silent, NaN) never stop the stream: the verdict says what is wrong.
+        """
+        c = self.c
+        if live is None or (live.stopped_at is not None and time.time() - live.stopped_at > 2.0):
+            live = LiveSession(
+                self.runtime.detector.params
+            )  # start_recording did not arrive first, or a new take
+        if live.stopped_at is not None:
+            return {c.live_state: live}  # a chunk that was on its way when Stop was pressed
+        started = time.perf_counter()
+        detector = self._detector(session)
+        sr, data = chunk if chunk is not None else (None, None)
+        try:
+            readings = live.feed(data, sr, detector)
+            if not readings:
+                return {c.live_state: live}
+            out = {
+                c.live_state: live,
+                c.live_label: self._label(live_verdict(live.last)),
+                c.live_alarms: live_alarms(live),
+            }
+            if any(r.score is not None for r in readings):
+                gauge, timeline = self._pictures(live, detector)
+                out |= {c.live_gauge: gauge if gauge is not None else gr.skip(), c.live_timeline: timeline}
+        except Exception:  # a stream must survive anything one chunk does; the log keeps the traceback
+            log.exception("unexpected error while listening")
+            return {
+                c.live_state: live,
+                c.live_label: self._label("Internal error: see the server log"),
+                c.live_status: "",
+            }
+        out[c.live_status] = live_status(live, (time.perf_counter() - started) * 1000.0)
+        return out
+
+    def stop(self, live: LiveSession | None, session: Session | None) -> dict:
+        """Stop: time at each level, the worst moment, and downloads of the readings (CSV) and the worst 10 s."""
+        c = self.c
+        if live is None:
+            return {c.live_summary: "Nothing was heard: press Record and allow the microphone."}
+        live.stop()
+        return {
+            c.live_state: live,
+            c.live_summary: live_summary(live),
+            c.live_csv: gr.File(value=self._csv_file(live), visible=bool(live.log)),
+            c.live_worst: gr.File(value=self._worst_file(live), visible=live.worst_clip is not None),
+            c.live_status: f"Stopped after {live.heard_s:.0f} s of listening.",
+        }
+
+    def _csv_file(self, live: LiveSession) -> str | None:
+        if not live.log:
+            return None
+        path = self.runtime.output_path("live-readings.csv")
+        path.write_text(live.csv_text())
+        return str(path)
+
+    def _worst_file(self, live: LiveSession) -> str | None:
+        if live.worst_clip is None:
+            return None
+        import soundfile as sf
+
+        sr, clip = live.worst_clip
+        path = self.runtime.output_path("worst-10s.wav")
+        sf.write(path, np.clip(clip, -1.0, 1.0), sr, subtype="PCM_16")
+        return str(path)

@@ -1,0 +1,115 @@
+"""The model every visitor shares, the limits one request may use, and the scratch folder for downloads."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomaly.detector import Detector
+
+log = logging.getLogger("anomaly.ui")
+
+# Serving limits for a 2-vCPU Space: what one request may cost.
+MAX_SECONDS = 120.0  # longest recording scored (the model was trained on 10 s clips)
+MAX_FILE_SIZE = "50mb"  # enforced by gradio on every upload
+MAX_BATCH_FILES = 100
+MAX_CALIBRATION_FILES = 200
+# Uploads and generated files are deleted this long after they were made (checked every CACHE_SWEEP_S).
+CACHE_SWEEP_S, CACHE_MAX_AGE_S = 300, 900
+
+
+@dataclass
+class Runtime:
+    """The shared detector (the model loads once) and a folder for the files handed out for download.
+
+    ``Runtime.load()`` resolves the model as ``Detector.load()`` does: env ``ANOMALY_BUNDLE`` (a local
+    bundle folder), else the Hub repo in ``ANOMALY_HUB_REPO`` pinned by ``ANOMALY_HUB_REVISION``, else the
+    bundled ``artifacts/``.
+    """
+
+    detector: Detector
+    _outputs: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path | None = None) -> Runtime:
+        return cls(Detector.load(bundle_dir))
+
+    @property
+    def model_message(self) -> str:
+        """One sentence on which model was loaded and why (the bundle says it)."""
+        return self.detector.bundle.reason or f"model: {self.detector.model_info['source']}"
+
+    def output_path(self, filename: str) -> Path:
+        """A fresh path for a downloadable file, in its own folder so that it keeps a readable name.
+
+        Files older than ``CACHE_MAX_AGE_S`` are pruned on every call; gradio copies what it serves into
+        its own cache, which ``delete_cache`` sweeps.
+        """
+        if self._outputs is None:
+            self._outputs = tempfile.TemporaryDirectory(prefix="gearbox-sound-check-")
+        root = Path(self._outputs.name)
+        cutoff = time.time() - CACHE_MAX_AGE_S
+        for old in root.iterdir():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another request pruned it first
+                pass
+        folder = root / uuid.uuid4().hex
+        folder.mkdir()
+        return folder / filename
+
+    def prepare_to_serve(self) -> float:
+        """Tune the process for serving and run every path once; returns the warm-up's seconds."""
+        cap_malloc_arenas()
+        return warm_up(self.detector)
+
+
+def warm_up(detector: Detector) -> float:
+    """Run every path once (decode, log-mel, both compiled networks, the pictures, the live path) so that
+    tracing the tf.functions and librosa's first calls (numba) are paid before the first visitor."""
+    import soundfile as sf
+
+    from anomaly import plots
+    from anomaly.live import LiveSession
+    from anomaly.synth import synthesize_clip
+    from anomaly.ui import views
+
+    started = time.perf_counter()
+    seconds = max(3.0, 1.5 * detector.params.window_seconds)
+    wave, _ = synthesize_clip("source", "normal", 0, duration_s=seconds, sr=detector.params.sr)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, detector.params.sr, format="WAV", subtype="PCM_16")
+    explained = detector.analyze(buffer.getvalue(), name="warm-up.wav", explain=True)
+    detector.analyze(buffer.getvalue(), name="warm-up.wav")
+    views.pictures(explained, detector.params, show_map=True)
+    live = LiveSession(detector.params)
+    live.feed(np.repeat(wave, 3), 3 * detector.params.sr, detector)
+    plots.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
+    return time.perf_counter() - started
+
+
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX=2`` does (an explicit setting of it wins).
+
+    glibc gives each new thread its own arena and keeps what is freed in it; gradio runs handlers on a pool
+    of threads, so under concurrent requests resident memory grew by about 110 MB in a load test and kept
+    creeping. With 2 arenas it stays flat, at no cost in latency.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):  # not Linux with glibc: nothing to cap
+        pass

@@ -1,0 +1,235 @@
+"""Serving helpers: our errors as one message, upload quirks, spreadsheet-safe CSV, the page's CSS and script.
+
+Every error the engine raises maps to one title and one message here, whether the page shows it in place
+(``caught``) or an API call raises it (``api_errors``): the page, gradio_client's ``AppError`` and the MCP
+tool result carry the same text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from PIL.Image import DecompressionBombError
+
+from anomaly.errors import AudioInputError, BundleError, CalibrationError, GearboxError, HubError
+
+log = logging.getLogger("anomaly.ui")
+
+INTERNAL_ERROR = "Internal error"
+
+
+def redact(text: str, paths: Sequence[str | Path] = ()) -> str:
+    """A message without the server's temporary folders: an upload is shown by its own file name."""
+    for path in paths:
+        text = text.replace(str(path), Path(path).name)
+    return text
+
+
+def describe(exc: BaseException, doing: str, paths: Sequence[str | Path] = ()) -> tuple[str, str]:
+    """The title and the message a visitor sees for an exception: one per error type."""
+    if isinstance(exc, CalibrationError):
+        title = "Cannot adapt to these recordings"
+    elif isinstance(exc, AudioInputError):
+        title = "Cannot use this file"
+    elif isinstance(exc, HubError):
+        title = "The Hugging Face Hub failed"
+    elif isinstance(exc, BundleError):
+        title = "Cannot use this model or calibration"
+    elif isinstance(exc, GearboxError):
+        title = "Cannot do this"
+    else:
+        return INTERNAL_ERROR, (
+            f"Something went wrong while {doing}. The error was logged; please try again or use another file."
+        )
+    return title, redact(str(exc), paths)
+
+
+@dataclass
+class Caught:
+    """What ``caught`` saw: nothing, or the title and message of the error to show in place."""
+
+    title: str | None = None
+    message: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.message is not None
+
+
+@contextmanager
+def caught(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[Caught]:
+    """Catch any error of the block for showing on the page: ours as their message, others logged once."""
+    outcome = Caught()
+    try:
+        yield outcome
+    except GearboxError as exc:
+        outcome.title, outcome.message = describe(exc, doing, paths)
+        log.info("refused: %s", outcome.message)
+    except Exception as exc:
+        log.exception("unexpected error while %s", doing)  # the one traceback, here
+        outcome.title, outcome.message = describe(exc, doing, paths)
+
+
+def refuse(message: str, title: str = "Cannot use this input") -> gr.Error:
+    """The error an API call raises: one line in the server's log, the message to the caller.
+
+    gradio would print a traceback for every ``gr.Error`` (``print_exception``); a refused upload is not a
+    fault of the server, so the log gets the message alone.
+    """
+    log.info("refused: %s", message)
+    return gr.Error(message, title=title, print_exception=False)
+
+
+@contextmanager
+def api_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
+    """Raise any error of the block as ``gr.Error`` with the message ``describe`` gives it."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except GearboxError as exc:
+        raise refuse(*reversed(describe(exc, doing, paths))) from None
+    except Exception as exc:
+        log.exception("unexpected error while %s", doing)
+        title, message = describe(exc, doing, paths)
+        raise gr.Error(message, title=title, print_exception=False) from None
+
+
+def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
+    """Let a file PIL cannot open through to the handler instead of failing inside gradio.
+
+    ``gr.Image`` opens every upload before the handler runs and would answer a broken or non-image file,
+    or a decompression bomb, with a bare "error"; the engine's ``image_to_log_mel`` says which file and
+    what is wrong with it. (An instance attribute rather than a subclass: gradio writes a ``.pyi`` stub
+    next to any module that defines a component class.)
+    """
+    preprocess = component.preprocess
+
+    def tolerant(payload):
+        try:
+            return preprocess(payload)
+        except (OSError, DecompressionBombError):  # unreadable, truncated, or beyond PIL's pixel limit
+            if payload is None or not getattr(payload, "path", None):
+                raise
+            return str(payload.path)
+
+    component.preprocess = tolerant
+    return component
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a single quote before a leading = + - @, tab or carriage
+    return, as OWASP recommends (a file named ``=HYPERLINK(...)+1.wav`` would otherwise run). Numbers
+    such as -1.5 are left as they are."""
+    if not isinstance(cell, str) or not cell.startswith(FORMULA_STARTS):
+        return cell
+    try:
+        float(cell)
+    except ValueError:
+        return "'" + cell
+    return cell
+
+
+CSS = """
+.gradio-container { max-width: 1180px !important; margin: auto; }
+#header h1 { margin-bottom: 0.1em; }
+#header p { margin: 0.15em 0; }
+#synthetic-note { color: var(--body-text-color-subdued); font-size: 0.95em; }
+#model-line { color: var(--body-text-color-subdued); font-size: 0.85em; }
+.hint { color: var(--body-text-color-subdued); font-size: 0.85em; }
+#label-output .output-class, #adapt-label .output-class, #live-label .output-class { color: white; font-size: 1.6em; }
+#reference-banner { background: #e6f4f1; border-left: 4px solid #14b8a6; padding: 0.4em 0.8em; border-radius: 4px; }
+#reference-banner:empty, #reference-banner:has(.prose:empty) { display: none; }
+#live-mic-box:has(#live-mic-problem[hidden]) { display: none; }
+#live-mic-problem { background: #d64541; color: white; padding: 0.6em 0.9em; border-radius: 6px; font-weight: 600; }
+#details-output table { font-size: 0.92em; }
+.gauge-note { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 0.4em; }
+footer { margin-top: 1em; }
+@media (max-width: 640px) {
+  #label-output .output-class, #adapt-label .output-class, #live-label .output-class { font-size: 1.25em; }
+}
+"""
+
+THEME_ARGS = {"primary_hue": "teal", "secondary_hue": "slate", "neutral_hue": "slate"}
+
+# How often the browser's microphone chunks reach the server; a reading is made every second of audio
+# whatever the chunk size, so this only bounds how late a reading can be (half a second at most).
+LIVE_STREAM_EVERY_S = 0.5
+NO_MICROPHONE = "No microphone: allow it in the browser, or upload a recording"
+
+# Microphone set-up for listening to a machine, in every getUserMedia call of the page: echo cancellation,
+# noise suppression and automatic gain are off, because a machine's steady sound is exactly what noise
+# suppression removes and its level is a cue that automatic gain evens out. When the browser refuses the
+# microphone (no device, permission denied, or a page not served over HTTPS), the live tab says so plainly.
+HEAD = """
+<script>
+(() => {
+  const message = NO_MICROPHONE_JSON;
+  function show(reason) {
+    const box = document.getElementById("live-mic-problem");
+    if (!box) { setTimeout(() => show(reason), 500); return; }
+    box.textContent = message + (reason ? " (" + reason + ")." : ".");
+    box.hidden = false;
+  }
+  function hide() {
+    const box = document.getElementById("live-mic-problem");
+    if (box) box.hidden = true;
+  }
+  const devices = navigator.mediaDevices;
+  if (!devices || !devices.getUserMedia) {
+    show(window.isSecureContext ? "this browser cannot record" : "the page is not served over HTTPS");
+    return;
+  }
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    if (constraints && constraints.audio) {
+      const audio = constraints.audio === true ? {} : { ...constraints.audio };
+      Object.assign(audio, { echoCancellation: false, noiseSuppression: false, autoGainControl: false });
+      constraints = { ...constraints, audio };
+    }
+    try {
+      const stream = await original(constraints);
+      hide();
+      return stream;
+    } catch (error) {
+      const why = { NotAllowedError: "permission denied", NotFoundError: "no microphone found",
+                    NotReadableError: "the microphone is busy" }[error && error.name];
+      show(why || (error && error.name) || "");
+      throw error;
+    }
+  };
+})();
+</script>
+""".replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
+
+
+def key_examples_cache(examples: gr.Examples, detector, files: list[Path], code: list[Path]) -> Path:
+    """Point the examples' cache at a folder keyed by the model, the clips and the drawing code.
+
+    gradio reuses a cache folder by component id, so a new bundle or a new drawing would otherwise show stale
+    results. The folder stays under gradio's own cache root (``GRADIO_EXAMPLES_CACHE``), from which it serves
+    files; nothing in the environment is changed.
+    """
+    import hashlib
+
+    from gradio.utils import get_cache_folder
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps(detector.bundle.config.get("files", {}), sort_keys=True).encode())
+    digest.update(json.dumps(detector.thresholds.to_dict(), sort_keys=True).encode())
+    for path in (*code, *files):
+        digest.update(Path(path).read_bytes())
+    folder = get_cache_folder() / digest.hexdigest()[:16] / str(examples.dataset._id)
+    examples.cached_folder = folder
+    examples.cached_file = folder / "log.csv"
+    examples.cached_indices_file = folder / "indices.csv"
+    return folder

@@ -1,0 +1,310 @@
+"""The page's handlers (``anomaly.ui``), called in process as gradio calls them, with the tiny bundle.
+
+``app`` is ``app.py`` imported once with ``ANOMALY_BUNDLE`` pointing at the tiny bundle (tests/conftest.py):
+its ``demo`` holds the wiring, ``page`` and ``live`` the handlers, ``c`` the components. Every call goes
+through ``call``, which also checks that the handler's dict names only components its event writes to.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile as sf
+
+from anomaly.features import resample
+from anomaly.plots import MUTED
+from anomaly.scoring import LABELS
+from anomaly.synth import synthesize_clip
+from anomaly.ui.views import UNFAMILIAR_VERDICT
+
+ROOT = Path(__file__).resolve().parent.parent
+MIC_SR = 48000
+
+
+def wired_outputs(demo: gr.Blocks, handler) -> list[set]:
+    """The output components of every event that runs ``handler``."""
+    return [
+        {block._id for block in fn.outputs}
+        for fn in demo.fns.values()
+        if getattr(fn.fn, "__func__", fn.fn) is getattr(handler, "__func__", handler)
+    ]
+
+
+def assert_wired(demo: gr.Blocks, handler, out: object) -> None:
+    """``out`` is a dict that names only components which every event running ``handler`` writes to."""
+    wirings = wired_outputs(demo, handler)
+    assert wirings, f"{handler.__name__} is not wired to any event"
+    assert isinstance(out, dict), f"{handler.__name__} returned {type(out).__name__}, not a dict by component"
+    for outputs in wirings:
+        stray = [k for k in out if k._id not in outputs]
+        assert not stray, f"{handler.__name__} writes to components its event does not list: {stray}"
+
+
+def call(app, handler, *args):
+    """Call a handler as gradio would and check its answer against its wiring."""
+    out = handler(*args)
+    assert_wired(app.demo, handler, out)
+    return out
+
+
+def label_of(value) -> str | None:
+    return value.value["label"] if isinstance(value, gr.Label) and value.value else value
+
+
+@pytest.fixture(scope="module")
+def app(app_module):
+    return app_module
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("ui-clips")
+    paths = {}
+    for name, kind, fault, seed in [
+        ("normal", "normal", None, 7),
+        ("fault", "anomaly", "tooth", 7),
+    ]:
+        wave, _ = synthesize_clip("source", kind, seed, fault=fault, severity=1.0 if fault else None)
+        paths[name] = out / f"{name}.wav"
+        sf.write(paths[name], wave, 16000, subtype="PCM_16")
+    for i in range(4):
+        wave, _ = synthesize_clip("target", "normal", 40 + i)
+        paths[f"mine{i}"] = out / f"my_machine_{i}.wav"
+        sf.write(paths[f"mine{i}"], wave, 16000, subtype="PCM_16")
+    (out / "notes.txt").write_text("not a recording")
+    paths["text"] = out / "notes.txt"
+    return paths
+
+
+def test_the_ui_package_imports_without_a_model_or_app(tmp_path):
+    code = (
+        "import sys; import anomaly.ui.handlers, anomaly.ui.live, anomaly.ui.views, anomaly.ui.session, "
+        "anomaly.ui.serving, anomaly.ui.runtime; "
+        "loaded = [m for m in ('app', 'keras', 'tensorflow') if m in sys.modules]; print(loaded)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    for source in (ROOT / "anomaly" / "ui").glob("*.py"):
+        tree = ast.parse(source.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "app" not in imported, f"{source.name} imports app.py"
+
+
+def test_app_py_is_thin(app):
+    assert len((ROOT / "app.py").read_text().splitlines()) <= 400
+
+
+def test_the_wiring_check_fails_on_a_handler_writing_elsewhere(app):
+    """/analyze is wired to the five API outputs: writing the verdict card's line too would be caught."""
+    c = app.c
+    assert_wired(app.demo, app.page.analyze, {c.label: "NORMAL"})
+    with pytest.raises(AssertionError, match="does not list"):
+        assert_wired(app.demo, app.page.analyze, {c.label: "NORMAL", c.compared: "the demo gearbox"})
+    with pytest.raises(AssertionError, match="not wired"):
+        assert_wired(app.demo, lambda: {}, {})
+    with pytest.raises(AssertionError, match="not a dict"):
+        assert_wired(app.demo, app.page.analyze, ("NORMAL",))
+
+
+def test_analyze_shows_the_verdict_with_what_it_compared_with(app, clips):
+    out = call(app, app.page.show_analysis, str(clips["fault"]), True, None)
+    c = app.c
+    assert label_of(out[c.label]) in LABELS
+    assert out[c.label].color != MUTED
+    assert "demo gearbox" in out[c.compared]
+    assert out[c.spectrogram].ndim == 3 and out[c.timeline].ndim == 3
+    assert 'class="gauge' in out[c.gauge] and "about 1 is what a normal recording" in out[c.gauge]
+    assert "fault.wav" in out[c.details]
+    assert out[c.last].file == "fault.wav"
+    api = call(app, app.page.analyze, str(clips["fault"]), True, None)
+    assert set(api) == set(app.page.api_view)
+    assert label_of(api[c.label]) == label_of(out[c.label])
+
+
+def test_an_error_replaces_every_old_result(app, clips):
+    c = app.c
+    started = call(app, app.page.start_analysis, str(clips["text"]))
+    assert started[c.spectrogram] is None and started[c.timeline] is None and started[c.last] is None
+    assert label_of(started[c.label]) == "Analysing notes.txt…"
+    out = call(app, app.page.show_analysis, str(clips["text"]), True, None)
+    assert out[c.spectrogram] is None and out[c.gauge] == "" and out[c.last] is None
+    assert label_of(out[c.label]) == "Cannot use this file"
+    assert "notes.txt" in out[c.details] and str(clips["text"].parent) not in out[c.details]
+    assert out[c.label].color == MUTED
+    empty = call(app, app.page.show_analysis, None, True, None)
+    assert "Upload or record" in empty[c.details]
+    with pytest.raises(gr.Error, match="notes.txt"):
+        app.page.analyze(str(clips["text"]), True, None)
+
+
+def test_example_and_its_refresh(app, clips):
+    c = app.c
+    shown = app.page.example(str(clips["normal"]))  # gradio wraps it for caching: its outputs are the Examples'
+    assert {k._id for k in shown} == {o._id for o in app.examples.outputs}
+    refreshed = call(app, app.page.refresh_after_example, str(clips["normal"]), True, None)
+    assert refreshed[c.last].file == "normal.wav" and c.spectrogram not in refreshed
+    redrawn = call(app, app.page.redraw_spectrogram, False, refreshed[c.last])
+    assert redrawn[c.spectrogram].ndim == 3
+    assert call(app, app.page.redraw_spectrogram, True, None) == {}
+    assert call(app, app.page.go_to_adapt)[c.tabs].selected == "adapt"
+
+
+def test_batch_table_csv_trend_and_errors_in_place(app, clips):
+    c = app.c
+    files = [str(clips["normal"]), str(clips["text"]), str(clips["fault"])]
+    out = call(app, app.page.show_batch, files, None)
+    table = out[c.batch_table]
+    assert list(table["file"]) == ["normal.wav", "notes.txt", "fault.wav"]
+    assert "not a readable audio file" in table["error"][1] and table["score"][1] is None
+    with open(out[c.batch_csv], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["model"] == "local bundle " + Path(app.runtime.detector.bundle.path).name + "/"
+    assert rows[0]["calibration"] == "" and "demo gearbox" in rows[0]["compared_with"]
+    assert out[c.batch_trend].count("<title>") >= 3 and "notes.txt" in out[c.batch_trend]
+    assert "3 file(s)" in out[c.batch_status]
+    none = call(app, app.page.show_batch, None, None)
+    assert none[c.batch_table] is None and "Choose one or more" in none[c.batch_status]
+    api = call(app, app.page.batch, files, None)
+    assert set(api) == {c.batch_table, c.batch_csv}
+
+
+def test_adapt_name_banner_thresholds_and_a_reload_that_keeps_it(app, clips):
+    c, page = app.c, app.page
+    analysed = call(app, page.show_analysis, str(clips["mine0"]), True, None)
+    last = analysed[c.last]
+    mine = [str(clips[f"mine{i}"]) for i in range(4)]
+    out = call(app, page.calibrate, mine, "Pump 3, east hall", True, None, last)
+    session = out[c.session]
+    assert session.calibration.meta["name"] == "Pump 3, east hall"
+    assert "Pump 3, east hall" in out[c.banner] and "4 normal recordings" in out[c.banner]
+    assert "Pump 3, east hall" in out[c.compared]
+    assert out[c.last].compared_with.startswith("Pump 3, east hall")
+    stored = out[c.stored]
+    assert (
+        stored["encoder_sha256"] == app.runtime.detector.bundle.encoder_sha256
+        and stored["name"] == "Pump 3, east hall"
+    )
+
+    # A reload: a new session whose browser kept the calibration.
+    restored = call(app, page.restore, stored, True)
+    assert restored[c.session].calibration.thresholds == session.calibration.thresholds
+    assert "Pump 3, east hall" in restored[c.banner]
+    # Damaged or from another model: dropped with a sentence, never used.
+    tampered = dict(stored, sha256="0" * 64)
+    dropped = call(app, page.restore, tampered, True)
+    assert dropped[c.stored] is None and "damaged" in dropped[c.calibration_status]
+    other = call(app, page.restore, dict(stored, encoder_sha256="f" * 64), True)
+    assert "another model" in other[c.calibration_status]
+
+    # Thresholds by hand, a refusal, then reset.
+    t = session.calibration.thresholds
+    moved = call(app, page.set_thresholds, 0.01, t.severe, True, session, out[c.last])
+    assert moved[c.session].manual == (0.01, t.severe) and "set by hand" in moved[c.adapt_text]
+    refused = call(app, page.set_thresholds, 3.0, 2.0, True, session, None)
+    assert "must be below" in refused[c.adapt_text]
+    reset = call(app, page.reset_thresholds, True, moved[c.session], out[c.last])
+    assert reset[c.session].manual is None and reset[c.maintenance].value == round(t.maintenance, 2)
+
+    # The file round trip, under a new name, then forgetting.
+    loaded = call(app, page.load_calibration_file, out[c.calibration_file], "Fan 2", True, None, None)
+    assert loaded[c.session].calibration.meta["name"] == "Fan 2" and "Fan 2" in loaded[c.banner]
+    forgot = call(app, page.forget_calibration, True, loaded[c.session], out[c.last])
+    assert forgot[c.session].calibration is None and forgot[c.banner] == "" and forgot[c.stored] is None
+
+
+def test_adapting_refuses_too_few_or_unreadable_recordings_in_place(app, clips):
+    c = app.c
+    none = call(app, app.page.calibrate, None, "", True, None, None)
+    assert "at least" in none[c.calibration_status]
+    bad = call(app, app.page.calibrate, [str(clips["text"]), str(clips["mine0"])], "", True, None, None)
+    assert bad[c.calibration_status].startswith("⚠️ **Cannot adapt")
+    garbage = call(app, app.page.load_calibration_file, str(clips["text"]), "", True, None, None)
+    assert "notes.txt" in garbage[c.calibration_status] and c.session not in garbage
+
+
+def test_an_unfamiliar_clip_gets_the_neutral_verdict_and_the_adapt_button(app, tmp_path):
+    """A clip far from the training sounds (band-limited noise, much louder): familiar is false."""
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 0.5, 16000 * 4)
+    path = tmp_path / "strange_machine.wav"
+    sf.write(path, np.clip(noise, -1, 1), 16000, subtype="PCM_16")
+    out = call(app, app.page.show_analysis, str(path), True, None)
+    c = app.c
+    analysis = out[c.last]
+    if analysis.familiar:
+        pytest.fail(f"expected white noise to be unfamiliar to the tiny model (score {analysis.score:.2f})")
+    assert label_of(out[c.label]) == UNFAMILIAR_VERDICT and out[c.label].color == MUTED
+    assert out[c.adapt_first].visible is True
+    assert analysis.advice in out[c.compared]
+
+
+# --- Listen live ---------------------------------------------------------------------------------------------
+
+
+def _mic_chunks(seconds_normal: float, seconds_fault: float, chunk_s: float) -> list[tuple[int, np.ndarray]]:
+    """What gradio hands the stream handler: (rate, int16 samples) chunks of a 48 kHz microphone."""
+    normal, _ = synthesize_clip("source", "normal", 3, duration_s=seconds_normal)
+    faulty, _ = synthesize_clip(
+        "source", "anomaly", 3, fault="lubrication", severity=1.0, duration_s=seconds_fault
+    )
+    wave = resample(np.concatenate([normal, faulty]), 16000, MIC_SR)
+    pcm = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
+    step = round(chunk_s * MIC_SR)
+    return [(MIC_SR, pcm[i : i + step]) for i in range(0, len(pcm), step)]
+
+
+def test_listen_updates_every_second_and_stop_gives_the_summary(app):
+    c, live_page = app.c, app.live
+    start = call(app, live_page.start, None)
+    assert set(start) >= {c.live_state, c.live_label, c.live_timeline, c.live_summary}
+    live = start[c.live_state]
+    updates = []
+    for chunk in _mic_chunks(6.0, 6.0, 0.1):  # gradio's microphone sends a tenth of a second at a time
+        out = call(app, live_page.listen, chunk, live, None)
+        assert out[c.live_state] is live
+        if c.live_timeline in out:
+            updates.append(out)
+    assert len(updates) == len(live.history) == int(12.0 - live.window_s) + 1
+    assert label_of(updates[0][c.live_label]) == LABELS[0]
+    assert label_of(updates[-1][c.live_label]) != LABELS[0]
+    gauge, timeline = updates[-1][c.live_gauge], updates[-1][c.live_timeline]
+    assert 'class="gauge' in gauge and timeline.ndim == 3
+    assert "processed in" in updates[-1][c.live_status]
+    assert "SEVERE ANOMALY" in updates[-1][c.live_alarms] or "NEEDS MAINTENANCE" in updates[-1][c.live_alarms]
+
+    stop = call(app, live_page.stop, live, None)
+    summary = stop[c.live_summary]
+    assert "Worst moment" in summary and LABELS[0] in summary
+    with open(stop[c.live_csv].value["path"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(updates)
+    worst, sr = sf.read(stop[c.live_worst].value["path"])
+    assert sr == MIC_SR and 9.9 <= len(worst) / sr <= 10.0
+    # A chunk still on its way when Stop was pressed changes nothing.
+    assert live_page.listen(_mic_chunks(1.0, 1.0, 1.0)[0], live, None) == {c.live_state: live}
+
+
+def test_bad_chunks_keep_the_stream_alive_and_say_what_is_wrong(app):
+    c, live_page = app.c, app.live
+    live = live_page.start(None)[c.live_state]
+    out = call(app, live_page.listen, None, live, None)
+    assert label_of(out[c.live_label]) == "No audio from the microphone yet"
+    nan = np.full(4800, np.nan, dtype=np.float32)
+    assert "damaged samples" in live_page.listen((MIC_SR, nan), live, None)[c.live_status]
+    silence = np.zeros(MIC_SR // 2, dtype=np.int16)
+    labels = [label_of(live_page.listen((MIC_SR, silence), live, None).get(c.live_label)) for _ in range(8)]
+    assert "No sound from the microphone" in labels
+    assert label_of(live_page.listen((MIC_SR, np.zeros(0, np.int16)), live, None)[c.live_label]).startswith(
+        "No audio"
+    )
