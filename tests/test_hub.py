@@ -20,9 +20,10 @@ import pytest
 from hub_server import FakeHub
 
 from anomaly.bundle import BUNDLE_FILES, verify_bundle, write_config
+from anomaly.card import render_model_card
 from anomaly.errors import BundleError
 from anomaly.features import FeatureParams
-from anomaly.hub import ResolvedBundle, publish, render_model_card, resolve_bundle
+from anomaly.hub import ResolvedBundle, publish, resolve_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "acme/gearbox-check"
