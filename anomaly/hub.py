@@ -7,8 +7,8 @@ and verifies every checksum; a Hub that cannot be reached falls back to the cach
 that fails verification falls back to the bundled model. Every outcome carries a sentence saying which
 model was chosen and why.
 
-``publish`` uploads a verified bundle with a rendered model card in one commit; ``render_model_card``
-builds that card from the bundle's ``config.json``.
+``publish`` uploads a verified bundle with its model card (``anomaly.card.render_model_card``) in one
+commit.
 
 Environment variables
 ---------------------
@@ -23,7 +23,6 @@ HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -43,9 +42,8 @@ from huggingface_hub.errors import (
 )
 
 from anomaly.bundle import BUNDLE_FILES, DEFAULT_BUNDLE, verify_bundle
+from anomaly.card import render_model_card
 from anomaly.errors import BundleError, HubError
-from anomaly.features import FeatureParams
-from anomaly.scoring import LABELS
 
 log = logging.getLogger("anomaly")
 
@@ -53,7 +51,6 @@ ENV_REPO = "ANOMALY_HUB_REPO"
 ENV_REVISION = "ANOMALY_HUB_REVISION"
 DEFAULT_REVISION = "main"
 
-CARD_TAGS = ["audio", "anomaly-detection", "machine-condition-monitoring", "dcase", "gearbox"]
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -347,280 +344,6 @@ def _show(path: Path) -> str:
     except ValueError:
         shown = str(path)
     return shown.rstrip("/") + "/"
-
-
-# --- model card -------------------------------------------------------------------------------------
-
-
-def render_model_card(config: dict, repo_id: str) -> ModelCard:
-    """The model card (``README.md``) for a bundle, from its ``config.json``.
-
-    Parameters
-    ----------
-    config : dict
-        The bundle's config (``verify_bundle`` returns it). ``config["metrics"]`` is the report of
-        ``python -m anomaly evaluate --record``: ``{"test_set": ..., "<domain>": {"auc", "pauc",
-        "n_normal", "n_anomaly", "faults": {"<kind>": {"auc", "pauc", ...}}}, "mean": {...}}``.
-    repo_id : str
-        The Hub repo the card is for (used in the usage examples).
-
-    Returns
-    -------
-    huggingface_hub.ModelCard
-        Metadata and text; ``str(card)`` is the file content. No network is used.
-    """
-    data = ModelCardData(
-        license="apache-2.0",
-        library_name="keras",
-        tags=list(CARD_TAGS),
-        pipeline_tag="audio-classification",
-    )
-    sections = [
-        f"# Gearbox sound check: {repo_id}",
-        _card_model(config),
-        _card_training(config),
-        _card_metrics(config),
-        _card_thresholds(config),
-        _card_preprocessing(config),
-        _card_intended_use(),
-        _card_limitations(config),
-        _card_usage(repo_id),
-        _card_files(config),
-    ]
-    body = "\n\n".join(s.strip() for s in sections) + "\n"
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
-
-
-def _card_model(config: dict) -> str:
-    labels = config.get("labels") or list(LABELS)
-    scorer = config.get("scorer") or {}
-    embedding = config.get("embedding") or {}
-    lines = [
-        "## What this model is",
-        "",
-        "An unsupervised anomalous sound detector for gearboxes, in the style of DCASE Task 2 (machine "
-        "condition monitoring). It learns only from recordings of normal operation and scores how far a new "
-        "recording is from them.",
-        "",
-        "Pipeline: audio -> log-mel spectrogram -> convolutional autoencoder encoder (embedding per "
-        "window) -> PCA -> Mahalanobis distance, the minimum over the reference domains (DCASE's source "
-        "and target) -> "
-        f"clip score ({scorer.get('clip_score', 'max over windows')}) -> calibrated 3-level label: "
-        + ", ".join(f"**{label}**" for label in labels)
-        + ".",
-        "",
-        "The decoder is shipped too: the reconstruction error per time-frequency cell draws the anomaly map "
-        "that shows where in time and frequency a recording departs from normal.",
-    ]
-    details = []
-    if embedding.get("dim"):
-        details.append(
-            f"- Embedding: {embedding['dim']} values per window ({embedding.get('pooling', 'pooled')})"
-        )
-    if scorer.get("n_components"):
-        details.append(f"- PCA components: {scorer['n_components']}")
-    if scorer.get("domains"):
-        details.append(f"- Reference domains: {', '.join(map(str, scorer['domains']))}")
-    if scorer.get("method"):
-        details.append(f"- Scorer: {scorer['method']}")
-    if details:
-        lines += ["", *details]
-    return "\n".join(lines)
-
-
-def _card_training(config: dict) -> str:
-    training = config.get("training") or {}
-    lines = ["## Training data", ""]
-    if training.get("synthetic"):
-        lines += [
-            "**This model is trained on synthetic data**: the project's own synthetic gearbox corpus "
-            "(simulated shaft and gear-mesh harmonics, sidebands, motor hum and background noise at several "
-            "speeds and loads), not on recordings of a real machine. It demonstrates the method; adapt it "
-            "to your machine with `calibrate` before relying on its labels.",
-            "",
-        ]
-    if training.get("data"):
-        lines += [f"Data: {training['data']}", ""]
-    rows = [(key, value) for key, value in training.items() if key not in ("data", "synthetic")]
-    if rows:
-        lines += [f"- {key}: {_plain(value)}" for key, value in rows]
-    elif not training:
-        lines.append("Not recorded in config.json.")
-    return "\n".join(lines)
-
-
-def _card_metrics(config: dict) -> str:
-    metrics = config.get("metrics")
-    lines = ["## Metrics", ""]
-    if not metrics:
-        lines.append("Not evaluated: config.json holds no metrics for this bundle.")
-        return "\n".join(lines)
-    domains = {k: v for k, v in metrics.items() if isinstance(v, dict) and "auc" in v}
-    if metrics.get("test_set"):
-        lines += [f"Test set: {metrics['test_set']}", ""]
-    lines += [
-        f"AUC and partial AUC (max FPR {metrics.get('max_fpr', 0.1)}) per domain, DCASE 2022+ rules: each "
-        "domain's normal clips "
-        "against all anomalous clips.",
-        "",
-        "| Domain | AUC | pAUC | Normal clips | Anomalous clips |",
-        "|---|---|---|---|---|",
-    ]
-    for domain, entry in domains.items():
-        lines.append(
-            f"| {domain} | {_num(entry.get('auc'))} | {_num(entry.get('pauc'))} | "
-            f"{entry.get('n_normal', '')} | {entry.get('n_anomaly', '')} |"
-        )
-    fault_rows = [
-        (domain, kind, sub)
-        for domain, entry in domains.items()
-        for kind, sub in (entry.get("faults") or {}).items()
-    ]
-    if fault_rows:
-        lines += ["", "Per fault kind:", "", "| Domain | Fault | AUC | pAUC |", "|---|---|---|---|"]
-        lines += [
-            f"| {domain} | {kind} | {_num((sub or {}).get('auc'))} | {_num((sub or {}).get('pauc'))} |"
-            for domain, kind, sub in fault_rows
-        ]
-    return "\n".join(lines)
-
-
-def _card_thresholds(config: dict) -> str:
-    t = config.get("thresholds") or {}
-    method = t.get("method", "?")
-    how = {
-        "gamma": "a gamma distribution fitted to held-out normal scores, cut at its {q} quantile",
-        "empirical": "the empirical {q} quantile of held-out normal scores",
-        "manual": "set by hand",
-    }.get(method, f"method {method}" + (", quantile {q}" if t.get("maintenance_quantile") else ""))
-    labels = config.get("labels") or list(LABELS)
-    return "\n".join(
-        [
-            "## Thresholds",
-            "",
-            "| Label | Score from | How it was set |",
-            "|---|---|---|",
-            f"| {labels[1]} | {_num(t.get('maintenance'))} | {how.format(q=t.get('maintenance_quantile'))} |",
-            f"| {labels[2]} | {_num(t.get('severe'))} | {how.format(q=t.get('severe_quantile'))} |",
-            "",
-            f"Scores below the maintenance threshold are {labels[0]}. The score is a Mahalanobis distance "
-            "in the PCA space of normal embeddings to the nearest reference domain, divided by that domain's "
-            "typical normal distance (1.0 = a typical normal window); not a probability." + _quantile_note(t),
-        ]
-    )
-
-
-def _quantile_note(thresholds: dict) -> str:
-    quantile = thresholds.get("maintenance_quantile")
-    if not isinstance(quantile, (int, float)):
-        return ""
-    return (
-        f" About {100 * quantile:g}% of normal recordings score below the maintenance threshold; "
-        "override the thresholds with `--maintenance` / `--severe` or refit them with `calibrate`."
-    )
-
-
-def _card_preprocessing(config: dict) -> str:
-    params = config.get("preprocessing") or FeatureParams().to_dict()
-    lines = [
-        "## Preprocessing",
-        "",
-        "Every path (training, calibration, prediction, the app) uses these parameters, read from "
-        "config.json:",
-        "",
-        "| Parameter | Value |",
-        "|---|---|",
-    ]
-    lines += [f"| {key} | {_plain(value)} |" for key, value in params.items()]
-    return "\n".join(lines)
-
-
-def _card_intended_use() -> str:
-    return "\n".join(
-        [
-            "## Intended use",
-            "",
-            "- A demonstration of unsupervised anomalous sound detection.",
-            "- Screening gearbox recordings: which recordings sound unlike normal operation and deserve a "
-            "closer look, with a map of where in time and frequency.",
-            "- **Not a safety system.** Do not use it to decide that a machine is safe to run; a NORMAL "
-            "label is not a guarantee.",
-        ]
-    )
-
-
-def _card_limitations(config: dict) -> str:
-    synthetic = bool((config.get("training") or {}).get("synthetic"))
-    data = (
-        "Trained on synthetic data: real gearboxes, microphones and rooms differ, so scores on real "
-        "recordings are not calibrated until you run `calibrate` on your own normal recordings."
-        if synthetic
-        else "Trained on one data set: another machine, microphone position or room shifts the scores; "
-        "run `calibrate` on your own normal recordings."
-    )
-    return "\n".join(
-        [
-            "## Limitations",
-            "",
-            f"- {data}",
-            "- Adapt to your machine with `python -m anomaly calibrate NORMAL_CLIPS --out my.npz` (a handful "
-            "of normal recordings; 10 or more give usable thresholds), then pass `--calibration my.npz`.",
-            "- Conventions of DCASE: 10 s clips, 16 kHz, mono. Other rates are resampled and stereo is "
-            "downmixed, but the model has only seen this format.",
-            "- Only normal sounds were used for training; fault kinds it has never heard may score low.",
-        ]
-    )
-
-
-def _card_usage(repo_id: str) -> str:
-    return "\n".join(
-        [
-            "## How to use",
-            "",
-            "Run the app with this model (pin a tag or commit for reproducible results):",
-            "",
-            "```bash",
-            f"ANOMALY_HUB_REPO={repo_id} ANOMALY_HUB_REVISION=main python app.py",
-            "```",
-            "",
-            "Score recordings from the command line:",
-            "",
-            "```bash",
-            f"ANOMALY_HUB_REPO={repo_id} python -m anomaly predict recording.wav --json",
-            "```",
-            "",
-            "The files are checked against the sha256 sums in config.json on every load; a copy that does "
-            "not match is refused and the bundled model is used instead.",
-        ]
-    )
-
-
-def _card_files(config: dict) -> str:
-    files = config.get("files") or {}
-    what = {
-        "encoder.keras": "encoder sub-model (embedding)",
-        "decoder.keras": "decoder, for the anomaly map",
-        "arrays.npz": "scorer state, input normalisation and held-out normal scores (no pickle)",
-    }
-    lines = [
-        "## Files",
-        "",
-        "| File | What | sha256 |",
-        "|---|---|---|",
-        "| config.json | preprocessing, thresholds, training data, metrics, checksums | |",
-    ]
-    lines += [f"| {name} | {what.get(name, '')} | `{digest}` |" for name, digest in files.items()]
-    return "\n".join(lines)
-
-
-def _num(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
-
-
-def _plain(value: object) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
 
 
 # --- publishing -------------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def run(
 
 
 def format_report(result: dict) -> str:
-    """The benchmark as Markdown tables (what the README shows)."""
+    """The benchmark as Markdown tables (what docs/benchmarks.md shows)."""
     ks = list(next(iter(result["sets"].values())))
     lines = [
         f"Recipe: `{result['recipe']}`. Cells: AUC / pAUC (max_fpr 0.1); **bold** = the set's goal K.",

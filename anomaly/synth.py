@@ -82,6 +82,12 @@ DURATION_S = 10.0
 TARGET_RMS = 0.021
 SEVERITY_RANGE = (0.3, 1.0)
 EXAMPLE_SEVERITY = 0.9
+# The milder example, examples/fault_tooth_mild.wav. With the bundled model it scores 1.41, inside NEEDS
+# MAINTENANCE (1.27 to 1.50), and 1.37 to 1.42 as FLAC, MP3, Ogg, M4A, WebM or upsampled WAV. Picked from
+# every fault kind at severities 0.10 to 0.70 as the clip whose worst case over those uploads lies furthest
+# from either threshold; a retrained model needs a new pick.
+MILD_EXAMPLE_FAULT = "tooth"
+MILD_EXAMPLE_SEVERITY = 0.33
 MAINS_HZ = 50.0
 HZ_PER_VOLT = 20.0  # input-shaft speed per motor volt, unloaded
 FULL_LOAD_WT = 250.0  # the load weight that counts as full load
@@ -815,17 +821,24 @@ def write_corpus(out_dir: str | Path, seed: int = 0, n_train: int = 100, n_test:
 
 
 def generate_examples(out_dir: str | Path, seed: int = 0) -> list[Path]:
-    """Write the bundled example clips: two normals and one clearly audible clip per fault kind.
+    """Write the bundled example clips: two normals, one clearly audible clip per fault kind and a mild one.
 
-    Files: ``normal_source.wav``, ``normal_target.wav`` and ``fault_<kind>.wav`` for every kind in
-    ``FAULTS``. The faults run on the very machine, room and background of ``normal_source.wav`` (same
-    seed and operating point) with severity ``EXAMPLE_SEVERITY``, so the difference you hear or see against
-    it is the fault alone.
+    Files: ``normal_source.wav``, ``normal_target.wav``, ``fault_<kind>.wav`` for every kind in ``FAULTS``
+    (severity ``EXAMPLE_SEVERITY``) and ``fault_<MILD_EXAMPLE_FAULT>_mild.wav`` (severity
+    ``MILD_EXAMPLE_SEVERITY``, a NEEDS MAINTENANCE example for the bundled model). All run in the source
+    room at the operating point of ``normal_source.wav``. The mild one is that very clip's machine and
+    background plus the fault, so the difference you hear or see against it is the fault alone; the
+    ``fault_<kind>.wav`` clips share its seed sequence object, which every clip advances, so each of them
+    has machine details and background of its own. The same seed gives the same bytes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     volt, wt = DOMAINS["source"].volts[2], DOMAINS["source"].weights[2]
-    seeds = np.random.SeedSequence([int(seed), 99]).spawn(2)
+
+    def example_seeds() -> list[np.random.SeedSequence]:
+        return np.random.SeedSequence([int(seed), 99]).spawn(2)
+
+    seeds = example_seeds()
     paths = [
         write_clip(
             out_dir / "normal_source.wav", synthesize_clip("source", "normal", seeds[0], volt=volt, wt=wt)[0]
@@ -837,5 +850,17 @@ def generate_examples(out_dir: str | Path, seed: int = 0) -> list[Path]:
             "source", "anomaly", seeds[0], fault=kind, severity=EXAMPLE_SEVERITY, volt=volt, wt=wt
         )
         paths.append(write_clip(out_dir / f"fault_{kind}.wav", wave))
+    # A fresh copy of normal_source's sequence (synthesize_clip spawns from the one it is given, which is
+    # why the clips above differ in more than their fault; they stay as they are, the bundled bytes).
+    wave, _ = synthesize_clip(
+        "source",
+        "anomaly",
+        example_seeds()[0],
+        fault=MILD_EXAMPLE_FAULT,
+        severity=MILD_EXAMPLE_SEVERITY,
+        volt=volt,
+        wt=wt,
+    )
+    paths.append(write_clip(out_dir / f"fault_{MILD_EXAMPLE_FAULT}_mild.wav", wave))
     log.info("synth: wrote %d example clips to %s", len(paths), out_dir)
     return paths

@@ -156,6 +156,8 @@ def test_the_project_is_an_installable_package(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         meta = zf.read(f"gearbox_sound_check-{anomaly.__version__}.dist-info/METADATA").decode()
         scripts = zf.read(f"gearbox_sound_check-{anomaly.__version__}.dist-info/entry_points.txt").decode()
+        shipped = set(zf.namelist())
     pins = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert all(f"Requires-Dist: {pin}" in meta for pin in pins)
     assert "gearbox-sound-check = anomaly.cli:main" in scripts
+    assert "anomaly/templates/model_card.md" in shipped  # package data: the model card needs it

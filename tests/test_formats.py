@@ -202,7 +202,9 @@ def bundled_detector():
     return Detector.load(DEFAULT_BUNDLE)
 
 
-@pytest.mark.parametrize("example", ["normal_source", "normal_target", "fault_tooth", "fault_bearing"])
+@pytest.mark.parametrize(
+    "example", ["normal_source", "normal_target", "fault_tooth", "fault_bearing", "fault_tooth_mild"]
+)
 def test_every_format_and_rate_gets_the_verdict_of_the_wav(example, bundled_detector, example_clips):
     """The label never changes and the score stays within 15 % of the WAV's (issue 10's goal)."""
     import librosa

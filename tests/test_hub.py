@@ -16,13 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+import jinja2
+import jinja2.meta
 import pytest
 from hub_server import FakeHub
 
 from anomaly.bundle import BUNDLE_FILES, verify_bundle, write_config
+from anomaly.card import TEMPLATE, about_markdown, card_variables, render_model_card
 from anomaly.errors import BundleError
 from anomaly.features import FeatureParams
-from anomaly.hub import ResolvedBundle, publish, render_model_card, resolve_bundle
+from anomaly.hub import ResolvedBundle, publish, resolve_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "acme/gearbox-check"
@@ -304,6 +307,63 @@ def test_model_card_without_metrics_or_synthetic_data(bundle):
     assert "Not evaluated" in text
     assert "trained on synthetic data" not in text
     assert "real recordings, line 4" in text
+
+
+def test_about_page_and_model_card_share_one_text(bundle):
+    config = verify_bundle(bundle)
+    card = str(render_model_card(config, REPO))
+    about = about_markdown(config, model_line="Model: the bundled model.", max_seconds=120, max_file_mb=50)
+
+    # The same paragraphs, word for word: the limitations, the plain-words advice and the metrics.
+    for heading in ("## Limitations", "## Adapt it to your machine first", "## Metrics", "## Intended use"):
+        assert _section(about, heading) == _section(card, heading)
+    assert "not recordings of real machines" in _section(about, "## Adapt it to your machine first")
+    assert "**Adapt to my machine**" in about
+    assert "Unfamiliar machine: adapt first" in about
+    assert "| NEEDS MAINTENANCE | 5.00 to 9.00 |" in about
+    assert "0.5 s to 120 s" in about and "at most 50 MB" in about
+    assert "Model: the bundled model." in about
+    # The About page has no YAML metadata and none of the Hub-only sections.
+    assert not about.startswith("---")
+    assert "library_name" not in about
+    for hub_only in (
+        "## Files",
+        "## Preprocessing",
+        f"ANOMALY_HUB_REPO={REPO}",
+        config["files"]["arrays.npz"],
+    ):
+        assert hub_only in card and hub_only not in about
+
+
+def test_template_variables_are_all_filled(bundle):
+    config = verify_bundle(bundle)
+    environment = jinja2.Environment()
+    needed = jinja2.meta.find_undeclared_variables(environment.parse(TEMPLATE.read_text(encoding="utf-8")))
+    for hub in (True, False):
+        given = set(card_variables(config, hub=hub, repo_id=REPO)) | {"card_data"}
+        assert needed <= given, f"template variables not given (hub={hub}): {sorted(needed - given)}"
+
+    bare = {
+        "format_version": 1,
+        "preprocessing": FeatureParams().to_dict(),
+        "thresholds": {"maintenance": 2.0},
+    }
+    for text in (
+        str(render_model_card(config, REPO)),
+        about_markdown(config),
+        str(render_model_card(bare, REPO)),
+        about_markdown(bare, max_seconds=120, max_file_mb=50, max_batch_files=100, upload_kept_minutes=30),
+    ):
+        for leftover in ("{{", "}}", "{%", "%}", "{#", "#}"):
+            assert leftover not in text
+        assert "\n\n\n" not in text, "the template's tags left empty lines behind"
+
+
+def _section(markdown: str, heading: str) -> str:
+    """The text of one ``## `` section, heading included."""
+    start = markdown.index(heading + "\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end != -1 else None].strip()
 
 
 # --- publishing -----------------------------------------------------------------------------------

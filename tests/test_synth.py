@@ -140,6 +140,34 @@ def test_different_seed_gives_different_audio(corpus, tmp_path):
         assert not np.array_equal(sf.read(a)[0], sf.read(b)[0]), (a.name, b.name)
 
 
+def test_examples_are_deterministic_and_are_the_bundled_files(tmp_path):
+    written = synth.generate_examples(tmp_path / "a", seed=0)
+    again = synth.generate_examples(tmp_path / "b", seed=0)
+
+    assert [p.name for p in written] == [p.name for p in again]
+    assert f"fault_{synth.MILD_EXAMPLE_FAULT}_mild.wav" in {p.name for p in written}
+    for a, b in zip(written, again, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    # examples/ is exactly what the code writes, so regenerating it changes nothing.
+    for path in written:
+        assert path.read_bytes() == (ROOT / "examples" / path.name).read_bytes(), path.name
+
+
+def test_the_mild_example_is_normal_source_with_a_milder_fault(tmp_path):
+    synth.generate_examples(tmp_path, seed=5)
+    normal, _ = sf.read(tmp_path / "normal_source.wav")
+    mild, _ = sf.read(tmp_path / f"fault_{synth.MILD_EXAMPLE_FAULT}_mild.wav")
+    severe, _ = sf.read(tmp_path / f"fault_{synth.MILD_EXAMPLE_FAULT}.wav")
+
+    # The same machine, room and background: what is left after subtracting the normal clip is the fault.
+    assert np.corrcoef(normal, mild)[0, 1] > 0.95
+    residual = np.sqrt(np.mean((mild - normal) ** 2))
+    assert 0.02 < residual / np.sqrt(np.mean(normal**2)) < 0.5
+    # Milder: it raises the bands above the normal clip's far less than the clearly audible example does.
+    base = _band_means_db(normal)
+    assert 0.5 < (_band_means_db(mild) - base).max() < 0.5 * (_band_means_db(severe) - base).max()
+
+
 def test_synthesize_clip_is_deterministic_and_seed_types_agree():
     a, attributes = synth.synthesize_clip("target", "anomaly", 12, duration_s=1.0)
     b, _ = synth.synthesize_clip("target", "anomaly", np.random.default_rng(12), duration_s=1.0)
@@ -176,6 +204,7 @@ def test_cli_writes_examples(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     expected = {"normal_source.wav", "normal_target.wav"} | {f"fault_{kind}.wav" for kind in synth.FAULTS}
+    expected.add(f"fault_{synth.MILD_EXAMPLE_FAULT}_mild.wav")
     expected |= {"spectrogram_normal_source.png", "spectrogram_fault_tooth.png"}  # the image input's examples
     assert {p.name for p in tmp_path.iterdir()} == expected
     for path in tmp_path.glob("*.wav"):
