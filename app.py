@@ -20,7 +20,6 @@ import gradio as gr
 from anomaly import plots
 from anomaly.errors import BundleError
 from anomaly.features import AUDIO_EXTENSIONS
-from anomaly.hub import render_model_card
 from anomaly.ui import runtime as limits
 from anomaly.ui import serving, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
@@ -255,10 +254,7 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                     c.adapt_text = gr.Markdown(views.adapt_summary(None, detector), elem_id="adapt-summary")
 
         with gr.Tab("About", id="about"):
-            gr.Markdown(
-                render_model_card(detector.bundle.config, "YOUR_USER/gearbox-sound-check-model").text,
-                elem_id="about",
-            )
+            gr.Markdown(views.about(detector), elem_id="about")
 
     # The API page lists endpoints in this order: /score first.
     score_btn.click(page.score, inputs=[c.audio, c.session], outputs=[c.score], api_name="score")

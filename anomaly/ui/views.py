@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly import plots
+from anomaly import card, plots
 from anomaly.bundle import Calibration
 from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS, Thresholds
-from anomaly.ui.runtime import MAX_BATCH_FILES
+from anomaly.ui.runtime import CACHE_MAX_AGE_S, CACHE_SWEEP_S, MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_SECONDS
 
 UNFAMILIAR_VERDICT = "Unfamiliar machine: adapt first"
 AUDIO_FORMATS_SHORT = "WAV, FLAC, OGG, MP3, M4A, WebM"
@@ -330,4 +330,16 @@ def image_hint(params: FeatureParams) -> str:
         f"per frame (at least {params.window_frames}); pixel value p means {params.db_min:g} + p/255 x "
         f"{params.db_max - params.db_min:g} dB. The picture this app draws is colour-mapped and cannot be scored "
         "again."
+    )
+
+
+def about(detector: Detector) -> str:
+    """The About tab: the model card's own text (one template, ``anomaly.card``), with this app's limits."""
+    return card.about_markdown(
+        detector.bundle.config,
+        model_line=header_model_text(detector),
+        max_seconds=MAX_SECONDS,
+        max_file_mb=float(MAX_FILE_SIZE.lower().removesuffix("mb")),
+        max_batch_files=MAX_BATCH_FILES,
+        upload_kept_minutes=(CACHE_MAX_AGE_S + CACHE_SWEEP_S) // 60,
     )
