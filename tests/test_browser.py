@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from anomaly.plots import LABEL_COLOURS
+from anomaly.plots import LABEL_COLOURS, MUTED
 from anomaly.scoring import LABELS
+from anomaly.ui.views import UNFAMILIAR_VERDICT
+from anomaly.ui.views import verdict as page_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -98,7 +100,7 @@ def unheard_machine(detector, tmp_path_factory) -> Scenario:
                 before.score > 1.05 * detector.thresholds.maintenance
                 and after.score < 0.9 * adapted.thresholds.maintenance
             ):
-                return Scenario(candidate, normals, before.label, after.label)
+                return Scenario(candidate, normals, page_verdict(before), page_verdict(after))
         shutil.rmtree(folder)
     pytest.fail("no unheard machine found whose clip is flagged before calibration and NORMAL after it")
 
@@ -119,10 +121,13 @@ def browser(playwright):
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, app_url):
-    """A fresh visitor: a new browser context, so a new gradio session."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+WIDTHS = [1400, 390]  # a desktop and a phone
+
+
+@pytest.fixture(params=WIDTHS, ids=lambda width: f"{width}px")
+def page(request, browser, app_url):
+    """A fresh visitor at a desktop's or a phone's width: a new browser context, so a new gradio session."""
+    context = browser.new_context(viewport={"width": request.param, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)
     tab.goto(app_url)
@@ -143,36 +148,137 @@ def verdict(page, target: str):
     return page.locator(f"{target} [data-testid=label-output-value]")
 
 
-def test_analyze_then_adapt_to_an_unheard_machine(page, unheard_machine, tmp_path):
+def open_tab(page, tab_id: str, name: str) -> None:
+    """Open a tab by its name, through the "More tabs" menu where a phone's width hides it."""
+    tab = page.locator(f"[role=tab][data-tab-id={tab_id}]")
+    if tab.count() and tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text=name).click()
+
+
+def shot(page, tmp_path: Path, name: str) -> Path:
+    width = page.viewport_size["width"]
+    path = tmp_path / f"{name}-{width}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_fits_the_screen(page) -> None:
+    """Nothing makes the page wider than the window (a phone would scroll sideways)."""
+    scroll, width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll <= width, f"the page is {scroll} px wide in a {width} px window"
+
+
+def assert_gauge_labels_apart(page) -> None:
+    """The gauge's score, threshold values and zone names: visible, inside the window, none on another."""
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll(
+              "#gauge-output .gauge-score, #gauge-output .gauge-threshold-label, #gauge-output .gauge-zone-name")]
+            .map(el => { const r = el.getBoundingClientRect();
+                         return {text: el.textContent.trim(), l: r.left, r: r.right, t: r.top, b: r.bottom}; })"""
+    )
+    texts = [b["text"] for b in boxes]
+    assert len(boxes) == 6, texts  # the score, two thresholds, three zone names
+    assert {"Normal", "Needs maintenance", "Severe"} <= set(texts), texts
+    width = page.viewport_size["width"]
+    for box in boxes:
+        assert box["r"] > box["l"] and box["b"] > box["t"], box
+        assert 0 <= box["l"] and box["r"] <= width, f"{box['text']!r} leaves the window: {box}"
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = a["r"] <= b["l"] or b["r"] <= a["l"] or a["b"] <= b["t"] or b["b"] <= a["t"]
+            assert apart, f"{a['text']!r} overlaps {b['text']!r}: {a} {b}"
+
+
+def test_the_needs_maintenance_example_then_an_error_that_replaces_it(page, detector, tmp_path):
+    mild = ROOT / "examples" / "fault_tooth_mild.wav"
+    assert detector.analyze(mild).label == LABELS[1]
+    page.locator("#examples").get_by_text("early fault").click()
+    label = verdict(page, "#label-output")
+    expect(label).to_have_text(LABELS[1])
+    expect(label).to_have_css("background-color", _rgb(LABEL_COLOURS[LABELS[1]]))
+    expect(page.locator("#compared-with")).to_contain_text("synthetic demo gearbox")
+    expect(page.locator("#details-output")).to_contain_text(mild.name)
+    expect(page.locator("#gauge-output .gauge-score")).to_have_text(f"{detector.analyze(mild).score:.2f}")
+    assert "/gradio_api/file=" in (page.locator("#spectrogram-output img").get_attribute("src") or "")
+    assert_gauge_labels_apart(page)
+    assert_fits_the_screen(page)
+    shot(page, tmp_path, "needs-maintenance")
+
+    # A file that is not a recording: the message takes the old result's place, and stays.
+    broken = tmp_path / "pump_3_monday.wav"
+    broken.write_text("this is a text file, not a recording")
+    page.locator("#audio-input button[aria-label=Clear]").click()
+    upload(page, "#audio-input", [broken])
+    page.click("#analyze-button")
+    expect(label).to_have_text("Cannot use this file")
+    expect(label).to_have_css("background-color", _rgb(MUTED))
+    details = page.locator("#details-output")
+    expect(details).to_contain_text(f"{broken.name}: not a readable audio file")
+    expect(page.locator("#spectrogram-output img")).to_have_count(0)
+    expect(page.locator("#timeline-output img")).to_have_count(0)
+    expect(page.locator("#gauge-output .gauge")).to_have_count(0)
+    expect(page.locator("#compared-with")).not_to_contain_text("demo gearbox")
+    if page.viewport_size["width"] == WIDTHS[0]:  # longer than gradio's toasts stay (10 s): still there
+        page.wait_for_timeout(11_000)
+        expect(details).to_contain_text(f"{broken.name}: not a readable audio file")
+        expect(label).to_have_text("Cannot use this file")
+    shot(page, tmp_path, "error")
+
+
+def test_an_unfamiliar_machine_gets_a_neutral_verdict_and_a_way_to_adapt(page, detector, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    noise = tmp_path / "compressor_hall_b.wav"
+    sf.write(
+        noise, np.clip(np.random.default_rng(5).normal(0, 0.5, 4 * 16000), -1, 1), 16000, subtype="PCM_16"
+    )
+    assert not detector.analyze(noise).familiar
+    upload(page, "#audio-input", [noise])
+    page.click("#analyze-button")
+    label = verdict(page, "#label-output")
+    expect(label).to_have_text(UNFAMILIAR_VERDICT)
+    expect(label).to_have_css("background-color", _rgb(MUTED))
+    expect(page.locator("#compared-with")).to_contain_text("Adapt to my machine")
+    expect(page.locator("#gauge-output .gauge-score")).to_have_css("color", _rgb(MUTED))
+    assert_gauge_labels_apart(page)
+    assert_fits_the_screen(page)
+    shot(page, tmp_path, "unfamiliar")
+    page.click("#adapt-first-button")
+    expect(page.locator("#calibration-input")).to_be_visible()
+    expect(page.locator("#calibration-name")).to_be_visible()
+
+
+def test_adapt_then_the_banner_then_a_reload_that_keeps_the_calibration(page, unheard_machine, tmp_path):
     scenario = unheard_machine
     assert scenario.before != LABELS[0] and scenario.after == LABELS[0]
+    name = "Pump 3, east hall"
 
     upload(page, "#audio-input", [scenario.clip])
-    expect(page.locator("#audio-input [data-testid=download-link]")).to_have_count(1)
     page.click("#analyze-button")
     label = verdict(page, "#label-output")
     expect(label).to_have_text(scenario.before)
-    expect(label).to_have_css("background-color", _rgb(LABEL_COLOURS[scenario.before]))
-    for picture in ("#spectrogram-output", "#gauge-output", "#timeline-output"):
-        src = page.locator(f"{picture} img").get_attribute("src")
-        assert src and "/gradio_api/file=" in src
     expect(page.locator("#details-output")).to_contain_text(scenario.clip.name)
-    page.screenshot(path=str(tmp_path / "analyze.png"), full_page=True)
+    expect(page.locator("#reference-banner")).to_be_hidden()
 
-    page.get_by_role("tab", name="Adapt").click()
+    open_tab(page, "adapt", "Adapt to my machine")
     broken = tmp_path / "broken_recording.wav"
     broken.write_text("not audio")  # one unusable file is skipped and named, not fatal
+    page.locator("#calibration-name textarea, #calibration-name input").first.fill(name)
     upload(page, "#calibration-input", [*scenario.normals, broken])
     page.click("#calibrate-button")
     adapted = verdict(page, "#adapt-label")
     expect(adapted).to_have_text(scenario.after)
     expect(adapted).to_have_css("background-color", _rgb(LABEL_COLOURS[scenario.after]))
     status = page.locator("#calibration-status")
-    expect(status).to_contain_text(f"on {len(scenario.normals)} normal clip(s)")
+    expect(status).to_contain_text(f"{name} on {len(scenario.normals)} normal recording(s)")
     expect(status).to_contain_text("Rough calibration")
     expect(status).to_contain_text(f"Skipped (not usable): {broken.name}")
     expect(page.locator("#calibration-file")).to_contain_text("calibration")
-    page.screenshot(path=str(tmp_path / "adapt.png"), full_page=True)
+    shot(page, tmp_path, "adapt")
 
     # A threshold set by hand far below the score flags the same recording again, at once.
     maintenance = page.locator("#maintenance-slider input[type=number]")
@@ -183,25 +289,30 @@ def test_analyze_then_adapt_to_an_unheard_machine(page, unheard_machine, tmp_pat
     page.click("#reset-button")
     expect(adapted).to_have_text(scenario.after)
 
-    page.get_by_role("tab", name="Analyze").click()
+    open_tab(page, "analyze", "Analyze")
+    banner = page.locator("#reference-banner")
+    expect(banner).to_contain_text(f"Comparing with {name}")
+    expect(banner).to_contain_text(f"{len(scenario.normals)} normal recordings")
     expect(label).to_have_text(scenario.after)
-    expect(page.locator("#details-output")).to_contain_text(
-        f"calibrated on {len(scenario.normals)} of your clips"
-    )
-    page.screenshot(path=str(tmp_path / "analyze-adapted.png"), full_page=True)
-    assert (tmp_path / "adapt.png").stat().st_size > 10_000
+    expect(page.locator("#compared-with")).to_contain_text(name)
+    shot(page, tmp_path, "analyze-adapted")
 
+    # The browser keeps the calibration: after a reload the banner is back and the verdict uses it.
+    page.reload()
+    page.wait_for_selector("#audio-input")
+    expect(banner).to_contain_text(f"Comparing with {name}")
+    upload(page, "#audio-input", [scenario.clip])
+    page.click("#analyze-button")
+    expect(label).to_have_text(scenario.after)
+    expect(page.locator("#compared-with")).to_contain_text(name)
+    assert_fits_the_screen(page)
+    shot(page, tmp_path, "reloaded")
 
-def test_one_click_on_a_cached_example_shows_its_result(page, detector, tmp_path):
-    clip = ROOT / "examples" / "fault_tooth.wav"
-    if not clip.is_file():
-        pytest.skip("no bundled examples in examples/")
-    expected = detector.analyze(clip).label
-    page.locator("#examples").get_by_text("fault: tooth").click()
-    expect(verdict(page, "#label-output")).to_have_text(expected)
-    expect(page.locator("#details-output")).to_contain_text(clip.name)
-    assert page.locator("#spectrogram-output img").get_attribute("src")
-    page.screenshot(path=str(tmp_path / "example.png"), full_page=True)
+    open_tab(page, "adapt", "Adapt to my machine")
+    page.click("#forget-button")
+    open_tab(page, "analyze", "Analyze")
+    expect(banner).to_be_hidden()
+    expect(label).to_have_text(scenario.before)
 
 
 # --- listening live, through Chromium's fake microphone fed from a file ---------------------------------
@@ -309,8 +420,8 @@ def test_listen_live_follows_the_machine_from_normal_to_fault(microphone_browser
         assert normal_at < switch_at, "the verdict should read NORMAL while the normal sound plays"
         assert delay_s <= LIVE_MAX_DELAY_S
         expect(label).to_have_css("background-color", _rgb(LABEL_COLOURS[label.inner_text().strip()]))
-        for picture in ("#live-gauge", "#live-timeline"):
-            assert "/gradio_api/file=" in (page.locator(f"{picture} img").get_attribute("src") or "")
+        assert "/gradio_api/file=" in (page.locator("#live-timeline img").get_attribute("src") or "")
+        expect(page.locator("#live-gauge .gauge-score")).to_be_visible()
         expect(page.locator("#live-alarms")).to_contain_text("SEVERE ANOMALY")
         expect(page.locator("#live-status")).to_contain_text("processed in")
         _screenshots(page, tmp_path, "live")

@@ -154,6 +154,8 @@ CSS = """
 #details-output table { font-size: 0.92em; }
 .gauge-note { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 0.4em; }
 footer { margin-top: 1em; }
+/* Tab names wrap to a second line on a phone instead of widening the page beyond the screen. */
+.tab-container:not(.visually-hidden) { flex-wrap: wrap; }
 @media (max-width: 640px) {
   #label-output .output-class, #adapt-label .output-class, #live-label .output-class { font-size: 1.25em; }
 }
