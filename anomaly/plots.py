@@ -1,9 +1,13 @@
-"""Pictures of an analysis: the spectrogram with its anomaly map, the score gauge and the window timeline.
+"""Pictures of an analysis: the spectrogram with its anomaly map, the window timeline and the score dial.
 
-Every function takes arrays (or an ``Analysis``'s fields) and returns an RGB ``uint8`` array of shape
-``(height, width, 3)``, ready for ``gr.Image`` or ``PIL.Image.fromarray``. Figures are built with the
-object-oriented matplotlib API on the Agg canvas (no ``pyplot``, no global state), so drawing is safe from
-the app's worker threads.
+The spectrogram and the timelines are RGB ``uint8`` arrays of shape ``(height, width, 3)``, ready for
+``gr.Image`` or ``PIL.Image.fromarray``. They are drawn with numpy and Pillow (a colour lookup table, a
+resize, ``ImageDraw`` for axes and text), not matplotlib figures: a picture takes a few milliseconds instead
+of fifty, and nothing is shared between calls, so drawing is safe from the app's worker threads. The dial
+(``score_gauge``) is still a matplotlib figure.
+
+Scores are drawn on a log scale (``score_scale``): real scores run from a tenth of the maintenance threshold
+to tens of times the severe one, and on a linear scale the two thresholds, often close, merge into one line.
 
 Colours follow the three labels: green for NORMAL, amber for NEEDS MAINTENANCE, red for SEVERE ANOMALY
 (``LABEL_COLOURS``).
@@ -11,18 +15,18 @@ Colours follow the three labels: green for NORMAL, amber for NEEDS MAINTENANCE, 
 Examples
 --------
 >>> from anomaly.scoring import Thresholds
->>> score_gauge(8.0, Thresholds(10.0, 12.0)).shape  # doctest: +SKIP
-(300, 480, 3)
+>>> score_scale(Thresholds(10.0, 12.0))
+(2.5, 48.0)
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
-from matplotlib.patches import Circle, Wedge
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS, Thresholds
@@ -37,21 +41,36 @@ LABEL_COLOURS = {
 MAP_FLOOR_STD = 1.0
 MAP_FULL_STD = 4.0
 MAP_COLOUR = "#00e5ff"  # cyan: stands out on the magma colour map
+MAP_OPACITY = 0.85  # at its strongest the map still lets the spectrogram show through
 INK = "#1f2933"
 MUTED = "#6b7785"
+GRID = "#e4e7eb"
 DPI = 100
 
+# Text in the raster pictures. They are about 900 px wide and shown 360 to 400 px wide on a phone, where
+# 24 px become 10 to 11 px: about the smallest that stays legible.
+FONT_PX = 24
+SMALL_FONT_PX = 21
+TOP_BAND_PX = 40  # the app's image label sits over the picture's top-left corner: keep it free
+# How far the log scale reaches (``score_scale``), in multiples of the thresholds.
+SCALE_BELOW_MAINTENANCE = 4.0
+SCALE_ABOVE_SEVERE = 4.0
+SCALE_CAP_SEVERE = 50.0  # beyond this a score is drawn off the scale rather than squashing the rest
+SCALE_FLOOR_SEVERE = 1e-3
+SCALE_HEADROOM = 1.3
 
-def figure_to_rgb(fig: Figure) -> np.ndarray:
-    """Render a figure on the Agg canvas and return its pixels as ``(height, width, 3)`` uint8."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+def _sample_magma() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return np.rint(colormaps["magma"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
 
 
-def gauge_range(thresholds: Thresholds) -> float:
-    """Upper end of the gauge: half as far again as the severe threshold."""
-    return 1.5 * thresholds.severe
+MAGMA = _sample_magma()  # (256, 3) uint8: dB scaled to 0..255 indexes it
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return ImageColor.getrgb(colour)[:3]
 
 
 def zone_colour(score: float, thresholds: Thresholds) -> str:
@@ -59,14 +78,435 @@ def zone_colour(score: float, thresholds: Thresholds) -> str:
     return LABEL_COLOURS[thresholds.label(score)]
 
 
+def format_score(value: float) -> str:
+    """A score as the pictures print it: two decimals below 10, one below 100, none below 100 000, then
+    powers of ten (a broken recording can score in the millions, and the number must fit a phone)."""
+    if abs(value) < 10:
+        return f"{value:.2f}"
+    if abs(value) < 100:
+        return f"{value:.1f}"
+    return f"{value:.0f}" if abs(value) < 1e5 else f"{value:.1e}"
+
+
+# --- the log score scale -------------------------------------------------------------------------------
+
+
+def score_scale(
+    thresholds: Thresholds, scores: Sequence[float | None] | np.ndarray = ()
+) -> tuple[float, float]:
+    """Ends ``(low, high)`` of the log scale on which the gauge, the timelines and the trend draw scores.
+
+    From a quarter of the maintenance threshold to four times the severe one, widened to show every finite
+    score with some room (a factor ``SCALE_HEADROOM``), but never above ``SCALE_CAP_SEVERE`` times the
+    severe threshold (higher scores are drawn off the scale) nor below ``SCALE_FLOOR_SEVERE`` times it.
+    """
+    severe = thresholds.severe
+    low = thresholds.maintenance / SCALE_BELOW_MAINTENANCE if thresholds.maintenance > 0 else severe / 16
+    high = SCALE_ABOVE_SEVERE * severe
+    values = np.asarray([s for s in scores if s is not None], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    positive = values[values > 0]
+    if len(positive):
+        low = max(min(low, float(positive.min()) / SCALE_HEADROOM), SCALE_FLOOR_SEVERE * severe)
+    if len(values):
+        high = min(max(high, SCALE_HEADROOM * float(values.max())), SCALE_CAP_SEVERE * severe)
+    return low, high
+
+
+def scale_position(value: float, low: float, high: float) -> float:
+    """Where ``value`` sits on the log scale from ``low`` to ``high``: 0 at ``low``, 1 at ``high``, clipped
+    (zero, negative and NaN at 0)."""
+    if not value > 0:  # zero, negative or NaN: the bottom of the scale
+        return 0.0
+    return min(max(math.log(value / low) / math.log(high / low), 0.0), 1.0)
+
+
+def log_ticks(low: float, high: float, max_ticks: int) -> list[float]:
+    """Round values between ``low`` and ``high`` for a log axis: 1-2-5 steps, or 1-3, or powers of ten."""
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        ticks = [v for e in decades for m in mantissas if low <= (v := float(f"{m}e{e}")) <= high]
+        if len(ticks) <= max_ticks:
+            return ticks
+    every = math.ceil(len(ticks) / max_ticks)
+    return ticks[::every]
+
+
+def linear_ticks(start: float, end: float, max_ticks: int) -> list[float]:
+    """Round values from ``start`` to ``end`` (seconds, decibels), at most ``max_ticks`` of them."""
+    span = max(end - start, 1e-9)
+    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600):
+        if span / step + 1 <= max_ticks:
+            break
+    first = math.ceil(start / step - 1e-9)
+    return [round(k * step, 6) for k in range(first, math.floor(end / step + 1e-9) + 1)]
+
+
+# --- raster helpers ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _text_width(text: str, size: int = FONT_PX) -> int:
+    return math.ceil(_font(size).getlength(text))
+
+
+@lru_cache(maxsize=32)
+def _vertical_text(text: str, size: int) -> Image.Image:
+    """A text mask turned a quarter to the left (reading upwards), for a y axis title."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text)
+    mask = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(mask).text((1 - left, 1 - top), text, font=font, fill=255)
+    return mask.rotate(90, expand=True)
+
+
+def _draw_vertical_title(canvas: Image.Image, text: str, x: int, y_centre: int, colour: str = INK) -> None:
+    mask = _vertical_text(text, FONT_PX)
+    canvas.paste(_rgb(colour), (x, y_centre - mask.height // 2), mask)
+
+
+def _dashed_hline(
+    draw: ImageDraw.ImageDraw,
+    x0: int,
+    x1: int,
+    y: int,
+    colour: str,
+    *,
+    width: int = 3,
+    dash: int = 12,
+    gap: int = 7,
+) -> None:
+    for start in range(x0, x1, dash + gap):
+        draw.line([(start, y), (min(start + dash, x1), y)], fill=colour, width=width)
+
+
+def _time_axis(
+    draw: ImageDraw.ImageDraw,
+    left: int,
+    right: int,
+    bottom: int,
+    t0: float,
+    t1: float,
+    title: str,
+    height_px: int,
+) -> None:
+    """Ticks and labels under a plot whose x axis runs from ``t0`` (at ``left``) to ``t1`` (at ``right``)."""
+    font = _font(FONT_PX)
+    max_ticks = max(2, (right - left) // 95)
+    for t in linear_ticks(t0, t1, max_ticks):
+        x = round(left + (t - t0) / (t1 - t0) * (right - left))
+        draw.line([(x, bottom), (x, bottom + 6)], fill=INK, width=2)
+        draw.text((x, bottom + 9), f"{t:g}", font=font, fill=INK, anchor="mt")
+    draw.text(((left + right) // 2, height_px - 6), title, font=font, fill=INK, anchor="md")
+
+
+# --- spectrogram ---------------------------------------------------------------------------------------
+
+
+def mel_band_centres(params: FeatureParams) -> np.ndarray:
+    """Centre frequency in Hz of each mel band (row 0 the lowest)."""
+    import librosa
+
+    fmax = params.fmax if params.fmax is not None else params.sr / 2
+    return librosa.mel_frequencies(n_mels=params.n_mels + 2, fmin=params.fmin, fmax=fmax)[1:-1]
+
+
+@lru_cache(maxsize=8)
+def _frequency_ticks(params: FeatureParams) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    centres = mel_band_centres(params)
+    rows, names = [], []
+    for hz in (100, 250, 500, 1000, 2000, 4000, 8000, 16000):
+        if centres[0] <= hz <= centres[-1]:
+            rows.append(float(np.interp(hz, centres, np.arange(len(centres)))))
+            names.append(f"{hz // 1000} kHz" if hz >= 1000 else f"{hz} Hz")
+    return tuple(rows), tuple(names)
+
+
+def anomaly_alpha(anomaly_map: np.ndarray) -> np.ndarray:
+    """Opacity of the overlay per cell: 0 up to ``MAP_FLOOR_STD``, 1 from ``MAP_FULL_STD``, linear between."""
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(np.asarray(anomaly_map, dtype=np.float32), sigma=1.0)
+    return np.clip((smooth - MAP_FLOOR_STD) / (MAP_FULL_STD - MAP_FLOOR_STD), 0.0, 1.0)
+
+
+@lru_cache(maxsize=8)
+def _colour_bar(width: int, height: int) -> Image.Image:
+    column = np.ascontiguousarray(MAGMA[::-1, None, :].repeat(width, axis=1))
+    return Image.fromarray(column).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def spectrogram_picture(
+    log_mel: np.ndarray,
+    params: FeatureParams,
+    anomaly_map: np.ndarray | None = None,
+    *,
+    title: str | None = None,
+    width_px: int = 900,
+    height_px: int = 360,
+) -> np.ndarray:
+    """The log-mel spectrogram (time to the right, low frequencies at the bottom), optionally with the
+    anomaly map laid over it in cyan where the recording departs from normal.
+
+    Parameters
+    ----------
+    log_mel : ``(n_mels, frames)`` in dB, as ``Analysis.log_mel``.
+    params : the bundle's preprocessing (frame rate, mel range, dB range of the colour scale).
+    anomaly_map : ``(n_mels, frames)`` standard deviations above normal, as ``Analysis.anomaly_map``.
+    title : text above the picture (the file name, say).
+
+    Returns
+    -------
+    ``(height_px, width_px, 3)`` uint8 RGB.
+    """
+    log_mel = np.asarray(log_mel, dtype=np.float32)
+    if log_mel.ndim != 2 or log_mel.shape[1] == 0:
+        raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape {log_mel.shape}")
+    if anomaly_map is not None and np.shape(anomaly_map) != log_mel.shape:
+        raise ValueError(
+            f"anomaly map {np.shape(anomaly_map)} does not match the spectrogram {log_mel.shape}"
+        )
+    n_mels, n_frames = log_mel.shape
+    duration_s = n_frames * params.frame_seconds
+    rows, names = _frequency_ticks(params)
+    db_ticks = linear_ticks(params.db_min, params.db_max, 5)
+    bar_px = 14
+    left = 8 + FONT_PX + 8 + max((_text_width(n) for n in names), default=0) + 14
+    right = 14 + bar_px + 8 + max(_text_width(f"{v:g}", SMALL_FONT_PX) for v in db_ticks) + 6
+    top = TOP_BAND_PX + (FONT_PX + 14 if title else 0)
+    bottom = 2 * FONT_PX + 24
+    plot_w, plot_h = width_px - left - right, height_px - top - bottom
+    if plot_w < 40 or plot_h < 40:
+        raise ValueError(f"a {width_px} x {height_px} picture leaves no room for the spectrogram")
+
+    # Colour-map after resizing the dB indices (averaging neighbouring frames of a long recording, as a
+    # screen cannot show 3750 frames in 700 pixels), so that the averaging happens in dB, not in colour.
+    scaled = (log_mel[::-1] - params.db_min) * (255.0 / (params.db_max - params.db_min))
+    index = np.nan_to_num(np.clip(scaled, 0.0, 255.0), nan=0.0)
+    index = Image.fromarray(np.rint(index).astype(np.uint8), "L").resize(
+        (plot_w, plot_h), Image.Resampling.BOX
+    )
+    rgb = MAGMA[np.asarray(index)]
+    if anomaly_map is not None:
+        alpha = MAP_OPACITY * anomaly_alpha(anomaly_map)[::-1]
+        if alpha.any():
+            alpha = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32), "F")
+            alpha = np.asarray(alpha.resize((plot_w, plot_h), Image.Resampling.BILINEAR))[..., None]
+            cyan = np.asarray(_rgb(MAP_COLOUR), dtype=np.float32)
+            rgb = np.rint(rgb + (cyan - rgb) * alpha).astype(np.uint8)
+
+    canvas = Image.new("RGB", (width_px, height_px), "white")
+    canvas.paste(Image.fromarray(rgb), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    font, small = _font(FONT_PX), _font(SMALL_FONT_PX)
+    plot_bottom, plot_right = top + plot_h, left + plot_w
+    if title:
+        draw.text((left, top - 10), title, font=font, fill=INK, anchor="ld")
+
+    # Frequency ticks from the top down, leaving out any that would touch the one above.
+    last_y = -FONT_PX
+    for row, name in sorted(zip(rows, names, strict=True), reverse=True):
+        y = round(plot_bottom - (row + 0.5) / n_mels * plot_h)
+        if y - last_y < FONT_PX + 4 or y > plot_bottom - FONT_PX // 2 + 4:
+            continue
+        last_y = y
+        draw.line([(left - 7, y), (left - 1, y)], fill=INK, width=2)
+        draw.text((left - 11, y), name, font=font, fill=INK, anchor="rm")
+    _draw_vertical_title(canvas, "frequency", 8, top + plot_h // 2)
+    _time_axis(draw, left, plot_right, plot_bottom, 0.0, duration_s, "time (s)", height_px)
+
+    bar_left = plot_right + 14
+    canvas.paste(_colour_bar(bar_px, plot_h), (bar_left, top))
+    for value in db_ticks:
+        y = round(plot_bottom - (value - params.db_min) / (params.db_max - params.db_min) * plot_h)
+        draw.line([(bar_left + bar_px, y), (bar_left + bar_px + 4, y)], fill=INK, width=2)
+        draw.text((bar_left + bar_px + 7, y), f"{value:g}", font=small, fill=INK, anchor="lm")
+    draw.text((bar_left + bar_px // 2, top - 8), "dB", font=small, fill=INK, anchor="md")
+    return np.array(canvas)
+
+
+# --- timelines -----------------------------------------------------------------------------------------
+
+
+def window_timeline(
+    window_times_s: np.ndarray,
+    window_scores: np.ndarray,
+    thresholds: Thresholds,
+    window_seconds: float,
+    *,
+    width_px: int = 900,
+    height_px: int = 300,
+    time_range_s: tuple[float, float] | None = None,
+    xlabel: str = "time (s)",
+) -> np.ndarray:
+    """Score of every analysis window over time, coloured by the label it would get on its own.
+
+    One bar per window, centred on it (windows overlap, so bars are drawn narrower than the window);
+    dashed lines mark the two thresholds, named in a legend at the top. Scores are on a log scale
+    (``score_scale``); a score beyond its cap reaches the top with a triangle and its value. The clip's
+    score is the highest bar. ``time_range_s`` fixes the x axis (a rolling view of the last minute); by
+    default it runs from 0 to the end of the last window.
+
+    Returns
+    -------
+    ``(height_px, width_px, 3)`` uint8 RGB.
+    """
+    times = np.asarray(window_times_s, dtype=np.float64).reshape(-1)
+    scores = np.asarray(window_scores, dtype=np.float64).reshape(-1)
+    if times.shape != scores.shape:
+        raise ValueError(f"{len(times)} window times for {len(scores)} scores")
+    end = float(times.max() + window_seconds) if len(times) else window_seconds
+    t0, t1 = time_range_s or (0.0, end)
+    if not t1 > t0:
+        t1 = t0 + window_seconds
+    # The scale fits the windows in view: a spike that has scrolled out of the live minute lets go of it.
+    low, high = score_scale(thresholds, scores[(times + window_seconds > t0) & (times < t1)])
+
+    font = _font(FONT_PX)
+    legend_top = 8
+    top = legend_top + FONT_PX + 8 + 16  # the legend, then room for an off-the-scale triangle
+    bottom = 2 * FONT_PX + 24
+    max_y_ticks = max(2, (height_px - top - bottom) // (FONT_PX + 8))
+    y_ticks = log_ticks(low, high, max_y_ticks)
+    left = 8 + FONT_PX + 8 + max((_text_width(f"{v:g}") for v in y_ticks), default=0) + 14
+    right = 26
+    plot_w, plot_h = width_px - left - right, height_px - top - bottom
+    if plot_w < 40 or plot_h < 40:
+        raise ValueError(f"a {width_px} x {height_px} picture leaves no room for the timeline")
+    plot_right, plot_bottom = left + plot_w, top + plot_h
+
+    def x_of(t: float) -> float:
+        return left + (t - t0) / (t1 - t0) * plot_w
+
+    def y_of(value: float) -> int:
+        return round(plot_bottom - scale_position(value, low, high) * plot_h)
+
+    canvas = Image.new("RGB", (width_px, height_px), "white")
+    draw = ImageDraw.Draw(canvas)
+    for value in y_ticks:
+        y = y_of(value)
+        draw.line([(left, y), (plot_right, y)], fill=GRID, width=1)
+        draw.line([(left - 7, y), (left - 1, y)], fill=INK, width=2)
+        draw.text((left - 11, y), f"{value:g}", font=font, fill=INK, anchor="rm")
+
+    hop = float(np.min(np.diff(np.sort(times)))) if len(times) > 1 else window_seconds
+    half_px = max(1.0, 0.4 * min(hop, window_seconds) / (t1 - t0) * plot_w)
+    overflow = []
+    for start, score in zip(times, scores, strict=True):
+        if not np.isfinite(score):
+            continue
+        centre = x_of(start + window_seconds / 2)
+        x0, x1 = max(round(centre - half_px), left), min(round(centre + half_px) - 1, plot_right)
+        if x1 < x0:
+            continue  # outside the time range
+        colour = zone_colour(score, thresholds)
+        # A score at or below the bottom of the scale still gets a stub, so that every window shows.
+        draw.rectangle([x0, min(y_of(score), plot_bottom - 3), x1, plot_bottom], fill=colour)
+        if score > high:
+            overflow.append((x0, x1, score, colour))
+
+    for value, label in ((thresholds.maintenance, LABELS[1]), (thresholds.severe, LABELS[2])):
+        _dashed_hline(draw, left, plot_right, y_of(value), LABEL_COLOURS[label])
+    draw.line([(left, top), (left, plot_bottom)], fill=INK, width=2)
+    draw.line([(left, plot_bottom), (plot_right, plot_bottom)], fill=INK, width=2)
+
+    # An off-the-scale bar gets a triangle above it and its value beside it (inside it when no side has room).
+    for x0, x1, score, colour in overflow:
+        x = (x0 + x1) // 2
+        draw.polygon([(x - 8, top - 2), (x + 8, top - 2), (x, top - 15)], fill=colour)
+        text = format_score(score)
+        width = _text_width(text)
+        if x1 + 8 + width <= plot_right:
+            tx, fill = x1 + 8, colour
+        elif x0 - 8 - width >= left:
+            tx, fill = x0 - 8 - width, colour
+        else:
+            tx, fill = x - width // 2, "white"
+        if fill != "white":
+            draw.rectangle([tx - 3, top + 2, tx + width + 3, top + FONT_PX + 6], fill="white")
+        draw.text((tx, top + 4), text, font=font, fill=fill, anchor="lt")
+
+    # Legend, right-aligned so that the app's label over the top-left corner hides none of it.
+    items = [
+        (f"{name} {format_score(value)}", LABEL_COLOURS[label])
+        for name, value, label in (
+            ("maintenance", thresholds.maintenance, LABELS[1]),
+            ("severe", thresholds.severe, LABELS[2]),
+        )
+    ]
+    swatch, gap = 34, 8
+    x = plot_right - sum(swatch + gap + _text_width(text) for text, _ in items) - 24 * (len(items) - 1)
+    y = legend_top + FONT_PX // 2 + 2
+    for text, colour in items:
+        _dashed_hline(draw, x, x + swatch, y, colour, dash=10, gap=4)
+        x += swatch + gap
+        draw.text((x, y), text, font=font, fill=INK, anchor="lm")
+        x += _text_width(text) + 24
+
+    _draw_vertical_title(canvas, "score", 8, top + plot_h // 2)
+    _time_axis(draw, left, plot_right, plot_bottom, t0, t1, xlabel, height_px)
+    return np.array(canvas)
+
+
+def live_timeline(
+    window_starts_s: np.ndarray,
+    window_scores: np.ndarray,
+    thresholds: Thresholds,
+    window_seconds: float,
+    *,
+    now_s: float,
+    span_s: float = 60.0,
+) -> np.ndarray:
+    """The rolling timeline of a live session: the last ``span_s`` seconds of window scores, thresholds drawn.
+
+    The x axis is fixed at ``span_s`` wide (from 0 until that much has been heard, then sliding with
+    ``now_s``), so that the bars do not stretch as they arrive.
+    """
+    time_range = (max(0.0, now_s - span_s), max(now_s, span_s))
+    return window_timeline(
+        window_starts_s,
+        window_scores,
+        thresholds,
+        window_seconds,
+        time_range_s=time_range,
+        xlabel="seconds of listening",
+    )
+
+
+# --- the dial --------------------------------------------------------------------------------------------
+# Still a matplotlib figure, drawn once per result; gauge_html will replace it.
+
+
+def gauge_range(thresholds: Thresholds) -> float:
+    """Upper end of the dial (``score_gauge``): half as far again as the severe threshold."""
+    return 1.5 * thresholds.severe
+
+
+def figure_to_rgb(fig) -> np.ndarray:
+    """Render a matplotlib figure on the Agg canvas and return its pixels as ``(height, width, 3)`` uint8."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
 def score_gauge(
     score: float, thresholds: Thresholds, *, width_px: int = 480, height_px: int = 300
 ) -> np.ndarray:
-    """A dial whose three zones are the thresholds, with the needle at ``score``.
+    """A dial whose three zones are the thresholds, with the needle at ``score`` (a matplotlib
+    figure).
 
     The dial runs from 0 (left) to ``gauge_range(thresholds)`` (right); a score beyond the end pins the
     needle there and the number underneath says how far it went.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle, Wedge
+
     vmax = gauge_range(thresholds)
     fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
@@ -117,180 +557,3 @@ def score_gauge(
     )
     ax.text(0, -0.49, "anomaly score", ha="center", va="center", fontsize=10, color=MUTED)
     return figure_to_rgb(fig)
-
-
-def mel_band_centres(params: FeatureParams) -> np.ndarray:
-    """Centre frequency in Hz of each mel band (row 0 the lowest)."""
-    import librosa
-
-    fmax = params.fmax if params.fmax is not None else params.sr / 2
-    return librosa.mel_frequencies(n_mels=params.n_mels + 2, fmin=params.fmin, fmax=fmax)[1:-1]
-
-
-def _frequency_ticks(params: FeatureParams) -> tuple[list[float], list[str]]:
-    centres = mel_band_centres(params)
-    rows, names = [], []
-    for hz in (100, 250, 500, 1000, 2000, 4000, 8000, 16000):
-        if centres[0] <= hz <= centres[-1]:
-            rows.append(float(np.interp(hz, centres, np.arange(len(centres)))))
-            names.append(f"{hz // 1000} kHz" if hz >= 1000 else f"{hz} Hz")
-    return rows, names
-
-
-def anomaly_alpha(anomaly_map: np.ndarray) -> np.ndarray:
-    """Opacity of the overlay per cell: 0 up to ``MAP_FLOOR_STD``, 1 from ``MAP_FULL_STD``, linear between."""
-    from scipy.ndimage import gaussian_filter
-
-    smooth = gaussian_filter(np.asarray(anomaly_map, dtype=np.float32), sigma=1.0)
-    return np.clip((smooth - MAP_FLOOR_STD) / (MAP_FULL_STD - MAP_FLOOR_STD), 0.0, 1.0)
-
-
-def spectrogram_picture(
-    log_mel: np.ndarray,
-    params: FeatureParams,
-    anomaly_map: np.ndarray | None = None,
-    *,
-    title: str | None = None,
-    width_px: int = 900,
-    height_px: int = 360,
-) -> np.ndarray:
-    """The log-mel spectrogram (time to the right, low frequencies at the bottom), optionally with the
-    anomaly map laid over it in cyan where the recording departs from normal.
-
-    Parameters
-    ----------
-    log_mel : ``(n_mels, frames)`` in dB, as ``Analysis.log_mel``.
-    params : the bundle's preprocessing (frame rate, mel range, dB range of the colour scale).
-    anomaly_map : ``(n_mels, frames)`` standard deviations above normal, as ``Analysis.anomaly_map``.
-    title : text above the picture (the file name, say).
-    """
-    log_mel = np.asarray(log_mel, dtype=np.float32)
-    n_mels, n_frames = log_mel.shape
-    duration_s = n_frames * params.frame_seconds
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    # Leave a band at the top free: the app's image label sits over the picture's top-left corner.
-    top = 0.7 if title else 0.74
-    ax = fig.add_axes((0.085, 0.14, 0.8, top))
-    extent = (0.0, duration_s, -0.5, n_mels - 0.5)
-    image = ax.imshow(
-        log_mel,
-        origin="lower",
-        aspect="auto",
-        extent=extent,
-        cmap="magma",
-        vmin=params.db_min,
-        vmax=params.db_max,
-        interpolation="nearest",
-    )
-    if anomaly_map is not None:
-        if anomaly_map.shape != log_mel.shape:
-            raise ValueError(
-                f"anomaly map {anomaly_map.shape} does not match the spectrogram {log_mel.shape}"
-            )
-        overlay = np.zeros((n_mels, n_frames, 4), dtype=np.float32)
-        overlay[..., :3] = to_rgb(MAP_COLOUR)
-        overlay[..., 3] = 0.85 * anomaly_alpha(anomaly_map)
-        ax.imshow(overlay, origin="lower", aspect="auto", extent=extent, interpolation="bilinear")
-    rows, names = _frequency_ticks(params)
-    ax.set_yticks(rows, names)
-    ax.set_xlabel("time (s)", color=INK)
-    ax.tick_params(colors=INK, labelsize=9)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, loc="left", fontsize=11, color=INK)
-    cax = fig.add_axes((0.9, 0.14, 0.015, top))
-    bar = fig.colorbar(image, cax=cax)
-    bar.set_label("dB", color=INK)
-    bar.ax.tick_params(labelsize=8, colors=INK)
-    bar.outline.set_visible(False)
-    return figure_to_rgb(fig)
-
-
-def window_timeline(
-    window_times_s: np.ndarray,
-    window_scores: np.ndarray,
-    thresholds: Thresholds,
-    window_seconds: float,
-    *,
-    width_px: int = 900,
-    height_px: int = 220,
-    time_range_s: tuple[float, float] | None = None,
-    xlabel: str = "time (s)",
-) -> np.ndarray:
-    """Score of every analysis window over time, coloured by the label it would get on its own.
-
-    Each bar spans its window (windows overlap, so bars do too, drawn narrower than the window for
-    legibility); dashed lines mark the two thresholds. The clip's score is the highest bar.
-    ``time_range_s`` fixes the x axis (a rolling view of the last minute); by default it runs from 0 to
-    the end of the last window.
-    """
-    times = np.asarray(window_times_s, dtype=np.float64)
-    scores = np.asarray(window_scores, dtype=np.float64)
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    ax = fig.add_axes((0.085, 0.24, 0.8, 0.66))
-    centres = times + window_seconds / 2
-    hop = float(np.min(np.diff(times))) if len(times) > 1 else window_seconds
-    colours = [zone_colour(s, thresholds) for s in scores]
-    # One collection of rectangles rather than ax.bar's one patch per bar: the live timeline redraws a
-    # minute of bars every second, and 60 patches cost 40 ms.
-    half = 0.4 * min(hop, window_seconds)
-    bars = [
-        [(c - half, 0.0), (c - half, s), (c + half, s), (c + half, 0.0)]
-        for c, s in zip(centres, scores, strict=True)
-    ]
-    ax.add_collection(PolyCollection(bars, facecolors=colours, edgecolors="none"), autolim=False)
-    top = max(float(scores.max()) if len(scores) else 0.0, thresholds.severe) * 1.25
-    # Maintenance label just below its line, severe just above, so that close thresholds stay legible.
-    for value, label, va in (
-        (thresholds.maintenance, LABELS[1], "top"),
-        (thresholds.severe, LABELS[2], "bottom"),
-    ):
-        ax.axhline(value, color=LABEL_COLOURS[label], lw=1.2, ls="--")
-        ax.text(
-            1.005,
-            value,
-            f"{value:.2f}",
-            transform=ax.get_yaxis_transform(),
-            va=va,
-            fontsize=8,
-            color=LABEL_COLOURS[label],
-        )
-    ax.set_ylim(0, top)
-    end = float(times[-1] + window_seconds) if len(times) else window_seconds
-    ax.set_xlim(*(time_range_s or (0, end)))
-    ax.set_xlabel(xlabel, color=INK)
-    ax.set_ylabel("window score", color=INK)
-    ax.tick_params(colors=INK, labelsize=9)
-    ax.grid(axis="y", color="#e4e7eb", lw=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    return figure_to_rgb(fig)
-
-
-def live_timeline(
-    window_starts_s: np.ndarray,
-    window_scores: np.ndarray,
-    thresholds: Thresholds,
-    window_seconds: float,
-    *,
-    now_s: float,
-    span_s: float = 60.0,
-) -> np.ndarray:
-    """The rolling timeline of a live session: the last ``span_s`` seconds of window scores, thresholds drawn.
-
-    The x axis is fixed at ``span_s`` wide (from 0 until that much has been heard, then sliding with
-    ``now_s``), so that the bars do not stretch as they arrive.
-    """
-    time_range = (max(0.0, now_s - span_s), max(now_s, span_s))
-    return window_timeline(
-        window_starts_s,
-        window_scores,
-        thresholds,
-        window_seconds,
-        time_range_s=time_range,
-        xlabel="seconds of listening",
-        width_px=760,
-        height_px=240,
-    )

@@ -1,4 +1,5 @@
-"""The drawing functions: RGB arrays whose colours follow the thresholds and whose overlay sits where the map is."""
+"""The drawing functions: pictures whose colours follow the thresholds and whose overlay sits where the map
+is."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ from matplotlib.colors import to_rgb
 
 from anomaly.features import FeatureParams
 from anomaly.plots import (
+    FONT_PX,
     LABEL_COLOURS,
+    MAGMA,
     MAP_COLOUR,
     MAP_FULL_STD,
+    SCALE_CAP_SEVERE,
     anomaly_alpha,
     gauge_range,
+    live_timeline,
+    log_ticks,
+    scale_position,
     score_gauge,
+    score_scale,
     spectrogram_picture,
     window_timeline,
     zone_colour,
@@ -22,11 +30,12 @@ from anomaly.scoring import LABELS, Thresholds
 
 PARAMS = FeatureParams()
 GREEN, AMBER, RED = (LABEL_COLOURS[label] for label in LABELS)
+BUNDLED = Thresholds(1.2736, 1.5033)  # the shipped model's: close together, as real thresholds often are
 
 
-def pixels_like(image: np.ndarray, colour: str, tolerance: float = 30.0) -> np.ndarray:
+def pixels_like(image: np.ndarray, colour: str | np.ndarray, tolerance: float = 30.0) -> np.ndarray:
     """Mask of pixels within ``tolerance`` (RGB distance, 0..255 scale) of ``colour``."""
-    target = np.asarray(to_rgb(colour)) * 255
+    target = np.asarray(to_rgb(colour)) * 255 if isinstance(colour, str) else np.asarray(colour, np.float64)
     return np.linalg.norm(image.astype(np.float64) - target, axis=-1) < tolerance
 
 
@@ -39,6 +48,221 @@ def hot_block(rows: slice, frames: slice, n_frames: int = 313) -> np.ndarray:
     anomaly_map = np.zeros((PARAMS.n_mels, n_frames), np.float32)
     anomaly_map[rows, frames] = 3 * MAP_FULL_STD
     return anomaly_map
+
+
+def bar_heights(image: np.ndarray, colour: str, min_px: int = 6) -> list[int]:
+    """Heights in pixels of the bars of ``colour``, left to right: runs of columns holding more than
+    ``min_px`` pixels of that colour (fewer are the dashes of a threshold line)."""
+    counts = pixels_like(image, colour).sum(axis=0)
+    heights, run = [], 0
+    for count in [*counts, 0]:
+        if count > min_px:
+            run = max(run, count)
+        elif run:
+            heights.append(int(run))
+            run = 0
+    return heights
+
+
+def dashed_rows(image: np.ndarray, colour: str) -> np.ndarray:
+    """Rows where ``colour`` runs across most of the picture: the threshold lines."""
+    return np.nonzero(pixels_like(image, colour).mean(axis=1) > 0.4)[0]
+
+
+# --- the log scale ---------------------------------------------------------------------------------------
+
+
+def test_score_scale_reaches_from_a_quarter_of_maintenance_to_four_times_severe():
+    assert score_scale(Thresholds(10.0, 12.0)) == (2.5, 48.0)
+    assert score_scale(Thresholds(10.0, 12.0), [20.0]) == (2.5, 48.0)
+    low, high = score_scale(Thresholds(10.0, 12.0), [100.0, None, float("nan")])
+    assert (low, high) == (2.5, pytest.approx(130.0))
+    # A huge score does not squash the rest: the scale stops at SCALE_CAP_SEVERE times severe.
+    assert score_scale(Thresholds(10.0, 12.0), [1e6])[1] == SCALE_CAP_SEVERE * 12.0
+    # A tiny one widens the bottom, down to a floor.
+    assert score_scale(Thresholds(10.0, 12.0), [0.13])[0] == pytest.approx(0.1)
+    assert score_scale(Thresholds(10.0, 12.0), [1e-9, 0.0])[0] == pytest.approx(0.012)
+    # A maintenance threshold of zero has no log position; the scale starts below severe instead.
+    assert score_scale(Thresholds(0.0, 3.0))[0] > 0
+
+
+def test_scale_position_is_logarithmic_and_clipped():
+    assert scale_position(1.0, 1.0, 100.0) == 0.0
+    assert scale_position(10.0, 1.0, 100.0) == pytest.approx(0.5)
+    assert scale_position(1e4, 1.0, 100.0) == 1.0
+    assert scale_position(0.0, 1.0, 100.0) == scale_position(-3.0, 1.0, 100.0) == 0.0
+    assert scale_position(float("nan"), 1.0, 100.0) == 0.0
+
+
+def test_log_ticks_are_round_and_few_enough():
+    assert log_ticks(0.3, 6.0, 8) == [0.5, 1, 2, 5]
+    assert log_ticks(0.077, 39.0, 6) == [0.1, 0.3, 1, 3, 10, 30]
+    assert log_ticks(0.077, 39.0, 3) == [0.1, 1, 10]
+    assert len(log_ticks(1e-3, 1e6, 3)) <= 3
+
+
+def test_zone_colour_is_the_label_colour():
+    thresholds = Thresholds(10.0, 12.0)
+    assert [zone_colour(s, thresholds) for s in (9.99, 10.0, 11.9, 12.0)] == [GREEN, AMBER, AMBER, RED]
+
+
+# --- spectrogram -----------------------------------------------------------------------------------------
+
+
+def test_spectrogram_picture_shape_and_no_map_without_anomaly():
+    spec = log_mel()
+    plain = spectrogram_picture(spec, PARAMS, width_px=900, height_px=360)
+    assert plain.shape == (360, 900, 3) and plain.dtype == np.uint8
+    quiet = spectrogram_picture(spec, PARAMS, np.zeros_like(spec))
+    np.testing.assert_array_equal(quiet, plain)
+    titled = spectrogram_picture(spec, PARAMS, title="pump <3>.wav", width_px=640, height_px=300)
+    assert titled.shape == (300, 640, 3)
+
+
+def test_spectrogram_colours_come_from_magma_by_level():
+    loud = spectrogram_picture(np.full((PARAMS.n_mels, 313), PARAMS.db_max, np.float32), PARAMS)
+    silent = spectrogram_picture(np.full((PARAMS.n_mels, 313), PARAMS.db_min - 50, np.float32), PARAMS)
+    # The plot fills most of the picture, in magma's top colour for the loud clip, its bottom one for silence.
+    assert pixels_like(loud, MAGMA[-1], tolerance=3).mean() > 0.5
+    assert pixels_like(silent, MAGMA[0], tolerance=3).mean() > 0.5
+    assert pixels_like(loud, MAGMA[0], tolerance=3).mean() < 0.01
+
+
+def test_low_frequencies_at_the_bottom_and_time_to_the_right():
+    def bright_centre(rows: slice, frames: slice) -> tuple[float, float]:
+        spec = np.full((PARAMS.n_mels, 313), PARAMS.db_min, np.float32)
+        spec[rows, frames] = PARAMS.db_max
+        ys, xs = np.nonzero(pixels_like(spectrogram_picture(spec, PARAMS), MAGMA[-1], tolerance=3))
+        return ys.mean(), xs.mean()
+
+    low_early = bright_centre(slice(0, 10), slice(0, 40))
+    high_late = bright_centre(slice(110, 128), slice(260, 313))
+    assert high_late[0] < low_early[0] - 150
+    assert high_late[1] > low_early[1] + 400
+
+
+def test_overlay_is_cyan_where_the_map_is_high():
+    spec = log_mel()
+    plain = spectrogram_picture(spec, PARAMS)
+
+    def changed(anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picture = spectrogram_picture(spec, PARAMS, anomaly_map)
+        mask = np.any(picture != plain, axis=-1)
+        return picture, mask
+
+    early_low, mask_a = changed(hot_block(slice(10, 30), slice(20, 60)))
+    late_high, mask_b = changed(hot_block(slice(90, 110), slice(220, 260)))
+    assert 0 < mask_a.mean() < 0.1 and 0 < mask_b.mean() < 0.1
+    ys_a, xs_a = np.nonzero(mask_a)
+    ys_b, xs_b = np.nonzero(mask_b)
+    assert xs_b.mean() > xs_a.mean() + 200  # later in time: further right
+    assert ys_b.mean() < ys_a.mean() - 100  # higher bands: nearer the top
+    # Inside the block the overlay colour dominates; at the block's centre it is nearly pure cyan.
+    assert pixels_like(early_low[mask_a], MAP_COLOUR, tolerance=60).mean() > 0.5
+    centre = early_low[int(np.median(ys_a)), int(np.median(xs_a))]
+    assert pixels_like(centre[None], MAP_COLOUR, tolerance=45).all()
+    # A map below MAP_FLOOR_STD everywhere leaves the picture as it was.
+    np.testing.assert_array_equal(spectrogram_picture(spec, PARAMS, np.full_like(spec, 0.9)), plain)
+
+
+def test_long_recording_fits_the_same_picture():
+    n_frames = 3750  # two minutes
+    spec = log_mel(n_frames)
+    picture = spectrogram_picture(spec, PARAMS, hot_block(slice(40, 80), slice(3500, 3700), n_frames))
+    assert picture.shape == (360, 900, 3)
+    ys, xs = np.nonzero(pixels_like(picture, MAP_COLOUR, tolerance=60))
+    assert xs.min() > 600  # the last seconds: at the right
+
+
+def test_anomaly_alpha_floor_and_saturation():
+    alpha = anomaly_alpha(hot_block(slice(40, 80), slice(100, 200)))
+    assert alpha.min() == 0.0 and alpha.max() == 1.0
+    assert alpha[60, 150] == 1.0 and alpha[0, 0] == 0.0
+
+
+def test_spectrogram_has_axis_text_in_its_margins():
+    picture = spectrogram_picture(log_mel(), PARAMS)
+    ink = pixels_like(picture, "#1f2933", tolerance=60)
+    assert ink[:, :100].sum() > 300  # frequency ticks and title on the left
+    assert ink[-60:, :].sum() > 300  # time ticks and title at the bottom
+
+
+def test_map_of_another_shape_is_refused():
+    with pytest.raises(ValueError, match="does not match"):
+        spectrogram_picture(log_mel(), PARAMS, np.zeros((PARAMS.n_mels, 10), np.float32))
+
+
+# --- timelines -------------------------------------------------------------------------------------------
+
+
+def test_timeline_bars_take_their_zone_colour():
+    thresholds = Thresholds(10.0, 12.0)
+    times = np.arange(9) * 1.024
+    calm = window_timeline(times, np.full(9, 5.0), thresholds, PARAMS.window_seconds)
+    spiky = window_timeline(
+        times, np.array([5.0] * 4 + [20.0] + [5.0] * 4), thresholds, PARAMS.window_seconds
+    )
+    assert calm.shape == (300, 900, 3) and calm.dtype == np.uint8
+    assert len(bar_heights(calm, GREEN)) == 9
+    assert len(bar_heights(spiky, GREEN)) == 8 and len(bar_heights(spiky[FONT_PX * 2 :], RED)) == 1
+    assert pixels_like(spiky, RED).sum() > pixels_like(calm, RED).sum() + 500
+
+
+def test_timeline_shows_scores_from_a_tenth_to_thirty():
+    # Far-off thresholds, so that every bar is green and only the bars are green.
+    scores = np.array([0.1, 0.3, 1.0, 3.0, 10.0, 30.0])
+    image = window_timeline(np.arange(6) * 1.024, scores, Thresholds(50.0, 60.0), PARAMS.window_seconds)
+    heights = bar_heights(image, GREEN, min_px=0)
+    assert len(heights) == 6 and heights[0] > 0
+    assert all(b > a + 10 for a, b in zip(heights, heights[1:], strict=False))  # every step shows
+    # On a log scale equal ratios are equal steps.
+    steps = np.diff(heights)
+    assert steps.max() - steps.min() <= 3
+
+
+def test_timeline_draws_both_thresholds_as_lines_in_their_colours():
+    times, scores = np.arange(5) * 1.024, np.full(5, 0.5)
+    close = window_timeline(times, scores, BUNDLED, PARAMS.window_seconds)
+    (maintenance_rows, severe_rows) = dashed_rows(close, AMBER), dashed_rows(close, RED)
+    assert len(maintenance_rows) and len(severe_rows)
+    # Severe above maintenance, apart even though the thresholds are within 20 % of each other.
+    assert severe_rows.max() < maintenance_rows.min()
+    apart = window_timeline(times, scores, Thresholds(1.2736, 15.0), PARAMS.window_seconds)
+    assert dashed_rows(apart, RED).max() < severe_rows.min() - 20
+
+
+def test_timeline_marks_a_score_off_the_scale():
+    thresholds = Thresholds(1.0, 2.0)
+    times = np.arange(5) * 1.024
+    within = window_timeline(times, np.array([0.5, 0.5, 50.0, 0.5, 0.5]), thresholds, PARAMS.window_seconds)
+    beyond = window_timeline(times, np.array([0.5, 0.5, 5000.0, 0.5, 0.5]), thresholds, PARAMS.window_seconds)
+    # The band between the legend and the plot holds nothing but an overflow triangle.
+    band = slice(8 + FONT_PX + 8, 8 + FONT_PX + 8 + 16)
+    assert pixels_like(within[band], RED).sum() == 0
+    assert pixels_like(beyond[band], RED).sum() > 40
+
+
+def test_timeline_of_a_single_window_and_of_none():
+    image = window_timeline(np.zeros(1), np.array([3.0]), Thresholds(10.0, 12.0), PARAMS.window_seconds)
+    assert image.ndim == 3 and pixels_like(image, GREEN).sum() > 100
+    empty = window_timeline(np.zeros(0), np.zeros(0), Thresholds(10.0, 12.0), PARAMS.window_seconds)
+    assert empty.shape == image.shape and pixels_like(empty, GREEN).sum() == 0
+
+
+def test_live_timeline_shows_only_the_last_minute():
+    starts = np.arange(0.0, 200.0, 1.0)
+    scores = np.where(starts < 130, 0.5, 20.0)  # green long ago, red in the last minute
+    image = live_timeline(starts, scores, Thresholds(10.0, 12.0), PARAMS.window_seconds, now_s=200.0)
+    assert image.shape == (300, 900, 3)
+    assert pixels_like(image, GREEN).sum() == 0
+    assert len(bar_heights(image[FONT_PX * 2 :], RED)) >= 50
+    early = live_timeline(starts[:5], scores[:5], Thresholds(10.0, 12.0), PARAMS.window_seconds, now_s=6.0)
+    # Before a minute has been heard the axis already spans one: five bars take a small part of the width.
+    xs = np.nonzero(pixels_like(early, GREEN).any(axis=0))[0]
+    assert xs.max() - xs.min() < 200
+
+
+# --- the dial ----------------------------------------------------------------------------------------------
 
 
 def test_gauge_is_an_rgb_image():
@@ -65,70 +289,6 @@ def test_gauge_needle_moves_with_the_score_and_stays_on_the_dial():
     low, high = score_gauge(1.0, thresholds), score_gauge(11.0, thresholds)
     assert np.any(low != high)
     # The number under the dial takes the colour of the score's zone.
-    assert (
-        pixels_like(score_gauge(1.0, thresholds), GREEN).sum()
-        > pixels_like(score_gauge(11.0, thresholds), GREEN).sum()
-    )
+    assert pixels_like(low, GREEN).sum() > pixels_like(high, GREEN).sum()
     off_scale = score_gauge(10 * gauge_range(thresholds), thresholds)
     assert off_scale.shape == low.shape
-
-
-def test_zone_colour_is_the_label_colour():
-    thresholds = Thresholds(10.0, 12.0)
-    assert [zone_colour(s, thresholds) for s in (9.99, 10.0, 11.9, 12.0)] == [GREEN, AMBER, AMBER, RED]
-
-
-def test_spectrogram_picture_shape_and_no_map_without_anomaly():
-    spec = log_mel()
-    plain = spectrogram_picture(spec, PARAMS, width_px=900, height_px=360)
-    assert plain.shape == (360, 900, 3) and plain.dtype == np.uint8
-    quiet = spectrogram_picture(spec, PARAMS, np.zeros_like(spec))
-    np.testing.assert_array_equal(quiet, plain)
-
-
-def test_overlay_changes_pixels_where_the_map_is_high():
-    spec = log_mel()
-    plain = spectrogram_picture(spec, PARAMS)
-
-    def changed(anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        picture = spectrogram_picture(spec, PARAMS, anomaly_map)
-        mask = np.any(picture != plain, axis=-1)
-        return picture, mask
-
-    early_low, mask_a = changed(hot_block(slice(10, 30), slice(20, 60)))
-    late_high, mask_b = changed(hot_block(slice(90, 110), slice(220, 260)))
-    assert 0 < mask_a.mean() < 0.1 and 0 < mask_b.mean() < 0.1
-    ys_a, xs_a = np.nonzero(mask_a)
-    ys_b, xs_b = np.nonzero(mask_b)
-    assert xs_b.mean() > xs_a.mean() + 200  # later in time: further right
-    assert ys_b.mean() < ys_a.mean() - 100  # higher bands: nearer the top
-    # Inside the block the overlay colour dominates.
-    assert pixels_like(early_low[mask_a], MAP_COLOUR, tolerance=60).mean() > 0.5
-
-
-def test_anomaly_alpha_floor_and_saturation():
-    alpha = anomaly_alpha(hot_block(slice(40, 80), slice(100, 200)))
-    assert alpha.min() == 0.0 and alpha.max() == 1.0
-    assert alpha[60, 150] == 1.0 and alpha[0, 0] == 0.0
-
-
-def test_map_of_another_shape_is_refused():
-    with pytest.raises(ValueError, match="does not match"):
-        spectrogram_picture(log_mel(), PARAMS, np.zeros((PARAMS.n_mels, 10), np.float32))
-
-
-def test_timeline_bars_take_their_zone_colour():
-    thresholds = Thresholds(10.0, 12.0)
-    times = np.arange(9) * 1.024
-    calm = window_timeline(times, np.full(9, 5.0), thresholds, PARAMS.window_seconds)
-    spiky = window_timeline(
-        times, np.array([5.0] * 4 + [20.0] + [5.0] * 4), thresholds, PARAMS.window_seconds
-    )
-    assert calm.shape == (220, 900, 3) and calm.dtype == np.uint8
-    assert pixels_like(spiky, RED).sum() > pixels_like(calm, RED).sum() + 500
-    assert pixels_like(spiky, GREEN).sum() < pixels_like(calm, GREEN).sum()
-
-
-def test_timeline_of_a_single_window():
-    image = window_timeline(np.zeros(1), np.array([3.0]), Thresholds(10.0, 12.0), PARAMS.window_seconds)
-    assert image.ndim == 3 and pixels_like(image, GREEN).sum() > 100
