@@ -1,7 +1,11 @@
 """The drawing functions: pictures whose colours follow the thresholds and whose overlay sits where the map
-is."""
+is, a gauge whose structure the browser can lay out at any width."""
 
 from __future__ import annotations
+
+import math
+import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -14,8 +18,11 @@ from anomaly.plots import (
     MAGMA,
     MAP_COLOUR,
     MAP_FULL_STD,
+    MUTED,
     SCALE_CAP_SEVERE,
+    ZONE_NAMES,
     anomaly_alpha,
+    gauge_html,
     gauge_range,
     live_timeline,
     log_ticks,
@@ -262,7 +269,137 @@ def test_live_timeline_shows_only_the_last_minute():
     assert xs.max() - xs.min() < 200
 
 
-# --- the dial ----------------------------------------------------------------------------------------------
+# --- the gauge -------------------------------------------------------------------------------------------
+
+
+class Elements(HTMLParser):
+    """Every element's tag, attributes and own text, in document order."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.elements: list[dict] = []
+        self.stack: list[dict] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        element = {"tag": tag, **dict(attrs), "text": ""}
+        element["classes"] = (element.get("class") or "").split()
+        element["css"] = dict(
+            (k.strip(), v.strip())
+            for k, v in (p.split(":", 1) for p in (element.get("style") or "").split(";") if ":" in p)
+        )
+        self.elements.append(element)
+        self.stack.append(element)
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()["tag"] != tag:
+            pass
+
+    def handle_data(self, data):
+        for element in self.stack:
+            element["text"] += data
+
+    def of(self, cls: str) -> list[dict]:
+        return [e for e in self.elements if cls in e["classes"]]
+
+
+def pct(value: str) -> float:
+    return float(value.rstrip("%"))
+
+
+def test_gauge_zones_in_order_across_the_whole_bar():
+    page = Elements(gauge_html(1.4, BUNDLED))
+    zones = page.of("gauge-zone")
+    assert [z["data-zone"] for z in zones] == list(LABELS)
+    assert [z["css"]["background"] for z in zones] == [GREEN, AMBER, RED]
+    lefts = [pct(z["css"]["left"]) for z in zones]
+    widths = [pct(z["css"]["width"]) for z in zones]
+    assert lefts[0] == 0 and lefts == sorted(lefts) and all(w > 0 for w in widths)
+    assert lefts[-1] + widths[-1] == pytest.approx(100, abs=0.01)
+    legend = page.of("gauge-zone-name")
+    assert [e["text"] for e in legend] == [ZONE_NAMES[label] for label in LABELS]
+    assert len(page.of("gauge-bar")) == 1 and page.elements[0]["classes"] == ["gauge"]
+
+
+def test_gauge_thresholds_sit_at_the_zone_edges_on_opposite_sides_of_their_ticks():
+    page = Elements(gauge_html(None, Thresholds(10.0, 12.0)))
+    zones = page.of("gauge-zone")
+    maintenance, severe = page.of("gauge-threshold-label")
+    assert (maintenance["text"], severe["text"]) == ("10.0", "12.0")
+    # Maintenance ends at its tick, severe starts at its own: however close, they cannot meet.
+    assert 100 - pct(maintenance["css"]["right"]) == pytest.approx(pct(zones[1]["css"]["left"]), abs=0.01)
+    assert pct(severe["css"]["left"]) == pytest.approx(pct(zones[2]["css"]["left"]), abs=0.01)
+    assert "left" not in maintenance["css"] and "right" not in severe["css"]
+    # Positions on the log scale from 2.5 to 48.
+    assert pct(severe["css"]["left"]) == pytest.approx(
+        100 * math.log(12 / 2.5) / math.log(48 / 2.5), abs=0.01
+    )
+
+
+def test_gauge_marker_follows_the_score_in_its_zone_colour():
+    positions, colours = [], []
+    for score in (0.5, 1.4, 1.6, 20.0):
+        page = Elements(gauge_html(score, BUNDLED))
+        (marker,), (number,) = page.of("gauge-marker"), page.of("gauge-score")
+        assert marker["css"]["left"] == number["css"]["left"]
+        positions.append(pct(marker["css"]["left"]))
+        colours.append(marker["css"]["color"])
+        assert number["css"]["color"] == marker["css"]["color"]
+        assert number["text"].strip() == ("20.0" if score == 20.0 else f"{score:.2f}")
+        assert not page.of("gauge-overflow")
+    assert positions == sorted(positions) and len(set(positions)) == 4
+    assert colours == [GREEN, AMBER, RED, RED]
+
+
+def test_gauge_overflow_when_the_score_is_far_beyond_severe():
+    page = Elements(gauge_html(1000.0, BUNDLED))
+    (marker,), (overflow,) = page.of("gauge-marker"), page.of("gauge-overflow")
+    assert pct(marker["css"]["left"]) == 100
+    assert "off the scale" in overflow["text"]
+    assert page.of("gauge-score")[0]["text"].startswith("1000")
+    # Forty times severe still fits on the scale.
+    assert not Elements(gauge_html(40 * BUNDLED.severe, BUNDLED)).of("gauge-overflow")
+
+
+def test_gauge_without_a_score_has_no_marker():
+    for score in (None, float("nan")):
+        page = Elements(gauge_html(score, BUNDLED))
+        assert not page.of("gauge-marker") and not page.of("gauge-score")
+        assert len(page.of("gauge-zone")) == 3
+
+
+def test_gauge_of_an_unfamiliar_machine_is_grey_not_red():
+    text = gauge_html(30.0, BUNDLED, familiar=False)
+    page = Elements(text)
+    (marker,), (number,) = page.of("gauge-marker"), page.of("gauge-score")
+    assert marker["css"]["color"] == number["css"]["color"] == MUTED
+    assert "unfamiliar" in page.elements[0]["aria-label"]
+    assert RED not in (marker["style"] + number["style"])
+
+
+def test_gauge_styles_are_scoped_and_text_escaped():
+    text = gauge_html(1.4, BUNDLED)
+    style = re.search(r"<style>(.*?)</style>", text, re.S).group(1)
+    selectors = [s.strip() for block in re.findall(r"([^{}]+)\{", style) for s in block.split(",")]
+    assert selectors and all(s.startswith(".gauge ") or s == ".gauge" for s in selectors)
+    assert "<script" not in text
+    # Everything after the style block is markup whose attributes parse: the aria-label is escaped text.
+    label = Elements(text).elements[0]["aria-label"]
+    assert "1.40" in label and "<" not in label
+
+
+def test_gauge_thresholds_near_the_ends_of_the_bar_stay_inside_it():
+    page = Elements(gauge_html(5.0, Thresholds(0.0, 3.0)))
+    maintenance, severe = page.of("gauge-threshold-label")
+    assert pct(maintenance["css"]["left"]) == 0 and pct(severe["css"]["left"]) > 20
+    # Severe ten thousand times maintenance: both ticks near the ends, both labels turned inwards.
+    maintenance, severe = Elements(gauge_html(None, Thresholds(0.01, 100.0))).of("gauge-threshold-label")
+    assert pct(maintenance["css"]["left"]) < 15 and pct(severe["css"]["right"]) < 15
+    assert "right" not in maintenance["css"] and "left" not in severe["css"]
+
+
+# --- the old dial (superseded by gauge_html; goes when app.py stops calling it) --------------------------
 
 
 def test_gauge_is_an_rgb_image():
