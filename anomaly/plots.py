@@ -1,10 +1,11 @@
-"""Pictures of an analysis: the spectrogram with its anomaly map, the window timeline and the score gauge.
+"""Pictures of an analysis: the spectrogram with its anomaly map, the window timeline, the score gauge and the
+batch's trend.
 
 The spectrogram and the timelines are RGB ``uint8`` arrays of shape ``(height, width, 3)``, ready for
 ``gr.Image`` or ``PIL.Image.fromarray``. They are drawn with numpy and Pillow (a colour lookup table, a
 resize, ``ImageDraw`` for axes and text), not matplotlib figures: a picture takes a few milliseconds instead
 of fifty, and nothing is shared between calls, so drawing is safe from the app's worker threads. The score
-gauge is an HTML fragment for ``gr.HTML``: the browser lays it out at any width.
+gauge and the batch trend are HTML and SVG fragments for ``gr.HTML``: the browser lays them out at any width.
 
 Scores are drawn on a log scale (``score_scale``): real scores run from a tenth of the maintenance threshold
 to tens of times the severe one, and on a linear scale the two thresholds, often close, merge into one line.
@@ -601,6 +602,159 @@ def gauge_html(score: float | None, thresholds: Thresholds, *, familiar: bool = 
         f'<div class="gauge-legend">{legend}</div>'
         "</div>"
     )
+
+
+# --- the batch trend (SVG) -----------------------------------------------------------------------------
+
+# In viewBox units. Shown 330 to 390 px wide on a phone the text is 12 to 14 px; on a desktop the SVG stops
+# growing at TREND_MAX_PX, where it is 26 px.
+TREND_WIDTH, TREND_HEIGHT = 520, 270
+TREND_FONT = 19
+TREND_MAX_PX = 720
+
+
+def batch_trend_svg(names: list[str], scores: list[float | None], thresholds: Thresholds) -> str:
+    """The batch's scores in upload order as an inline SVG (``viewBox``, 100 % wide) for ``gr.HTML``.
+
+    x is the file's place in the batch (1..N), y its score on the log scale of ``score_scale``; the two
+    thresholds are dashed lines, named with their values in a legend above the plot; points take the colour
+    of their zone, and a score beyond the cap is a triangle at the top. Files that failed (score None) are
+    grey crosses on the x axis. Every point's ``<title>`` says "file name: score (LABEL)" (or "file name:
+    failed"), which browsers show when the pointer is anywhere in the file's column.
+
+    Classes: ``trend`` (the ``<svg>``), ``trend-point`` (one ``<g>`` per file, with ``trend-failed`` for
+    a failure), ``trend-threshold``.
+    """
+    if len(names) != len(scores):
+        raise ValueError(f"{len(names)} names for {len(scores)} scores")
+    n = len(names)
+    values = [float(s) if s is not None and math.isfinite(s) else None for s in scores]
+    low, high = score_scale(thresholds, [v for v in values if v is not None])
+    W, H, F = TREND_WIDTH, TREND_HEIGHT, TREND_FONT
+    top, bottom = 12 + F + 14, 2 * F + 22
+    plot_h = H - top - bottom
+    y_ticks = log_ticks(low, high, max(2, plot_h // (F + 10)))
+    left = 12 + F + 6 + max(len(f"{v:g}") for v in y_ticks) * 0.58 * F + 10
+    right = 12
+    plot_w = W - left - right
+    plot_bottom, plot_right = top + plot_h, left + plot_w
+    inset = 14  # first and last points clear of the axes
+
+    def x_of(i: int) -> float:  # i from 1
+        return left + plot_w / 2 if n == 1 else left + inset + (i - 1) / (n - 1) * (plot_w - 2 * inset)
+
+    def y_of(value: float) -> float:
+        return plot_bottom - scale_position(value, low, high) * plot_h
+
+    def f(v: float) -> str:
+        return f"{v:.1f}"
+
+    text = f'font-size="{F}" fill="currentColor"'
+    parts = [
+        f'<svg class="trend" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" '
+        f'style="max-width:{TREND_MAX_PX}px;height:auto;display:block" font-family="system-ui, sans-serif" '
+        f'role="img" aria-label="Scores of {n} file{"s" if n != 1 else ""} in upload order">'
+    ]
+    for value in y_ticks:
+        y = f(y_of(value))
+        parts.append(
+            f'<line x1="{f(left)}" x2="{f(plot_right)}" y1="{y}" y2="{y}" stroke="currentColor" '
+            f'stroke-opacity="0.15"/><text x="{f(left - 6)}" y="{y}" {text} text-anchor="end" '
+            f'dominant-baseline="middle">{value:g}</text>'
+        )
+    parts.append(
+        f'<path d="M{f(left)} {top}V{f(plot_bottom)}H{f(plot_right)}" fill="none" stroke="currentColor" '
+        f'stroke-width="1.5"/>'
+    )
+    steps = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9)
+    step = next(s for s in steps if n / s <= plot_w / 45)
+    for i in sorted({1, *range(step, n + 1, step)} if n else set()):
+        parts.append(
+            f'<text x="{f(x_of(i))}" y="{f(plot_bottom + 6)}" {text} text-anchor="middle" '
+            f'dominant-baseline="hanging">{i}</text>'
+        )
+    parts.append(
+        f'<text x="{f(left + plot_w / 2)}" y="{H - 4}" {text} text-anchor="middle">'
+        "file, in upload order</text>"
+        f'<text transform="translate({12 + F * 0.8} {f(top + plot_h / 2)}) rotate(-90)" {text} '
+        f'text-anchor="middle">score</text>'
+    )
+
+    # A faint line through consecutive scored files shows the drift; a failed file breaks it.
+    path, pen_down = [], False
+    for i, v in enumerate(values, start=1):
+        if v is None:
+            pen_down = False
+            continue
+        path.append(f"{'L' if pen_down else 'M'}{f(x_of(i))} {f(min(y_of(v), plot_bottom))}")
+        pen_down = True
+    if len(path) > 1:
+        parts.append(
+            f'<path d="{"".join(path)}" fill="none" stroke="{MUTED}" stroke-opacity="0.5" '
+            f'stroke-width="1.5"/>'
+        )
+
+    # Named in a legend above the plot rather than beside their lines: close thresholds would put the two
+    # names on top of each other, and names inside the plot would hide points.
+    legend_y = 6 + F / 2
+    for k, (value, name, label) in enumerate(
+        ((thresholds.maintenance, "maintenance", LABELS[1]), (thresholds.severe, "severe", LABELS[2]))
+    ):
+        y, x = y_of(value), left + k * plot_w / 2
+        parts.append(
+            f'<g class="trend-threshold" data-threshold="{name}">'
+            f'<line x1="{f(left)}" x2="{f(plot_right)}" y1="{f(y)}" y2="{f(y)}" '
+            f'stroke="{LABEL_COLOURS[label]}" stroke-width="2" stroke-dasharray="8 5"/>'
+            f'<line x1="{f(x)}" x2="{f(x + 30)}" y1="{f(legend_y)}" y2="{f(legend_y)}" '
+            f'stroke="{LABEL_COLOURS[label]}" stroke-width="3" stroke-dasharray="8 3"/>'
+            f'<text x="{f(x + 38)}" y="{f(legend_y)}" {text} dominant-baseline="middle">'
+            f"{name} {format_score(value)}</text></g>"
+        )
+
+    radius = min(6.0, max(2.5, 0.35 * (plot_w - 2 * inset) / max(n - 1, 1)))
+    # A point is small; its whole column, top to bottom, answers the pointer with the file's name.
+    column = (plot_w - 2 * inset) / max(n - 1, 1) if n > 1 else plot_w
+    for i, (name, v) in enumerate(zip(names, values, strict=True), start=1):
+        x = x_of(i)
+        hit = (
+            f'<rect x="{f(x - column / 2)}" y="{top}" width="{f(column)}" height="{f(plot_h)}" '
+            f'fill="transparent"/>'
+        )
+        if v is None:
+            r = radius
+            cross = (
+                f'<path d="M{f(x - r)} {f(plot_bottom - r)}l{f(2 * r)} {f(2 * r)}m0 {f(-2 * r)}'
+                f'l{f(-2 * r)} {f(2 * r)}" stroke="{MUTED}" stroke-width="2.5"/>'
+            )
+            parts.append(
+                f'<g class="trend-point trend-failed" data-index="{i}">'
+                f"<title>{html.escape(str(name))}: failed</title>{hit}{cross}</g>"
+            )
+            continue
+        label = thresholds.label(v)
+        colour = LABEL_COLOURS[label]
+        if v > high:
+            r = radius + 1
+            shape = (
+                f'<path d="M{f(x)} {top - 2}l{f(r)} {f(1.8 * r)}h{f(-2 * r)}z" fill="{colour}" '
+                f'stroke="#fff" stroke-width="1"/>'
+            )
+        else:
+            shape = (
+                f'<circle cx="{f(x)}" cy="{f(y_of(v))}" r="{f(radius)}" fill="{colour}" stroke="#fff" '
+                f'stroke-width="1"/>'
+            )
+        parts.append(
+            f'<g class="trend-point" data-index="{i}" data-zone="{label}">'
+            f"<title>{html.escape(str(name))}: {format_score(v)} ({label})</title>{hit}{shape}</g>"
+        )
+    if n == 0:
+        parts.append(
+            f'<text x="{f(left + plot_w / 2)}" y="{f(top + plot_h / 2)}" {text} text-anchor="middle" '
+            f'fill-opacity="0.6">no files yet</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 # --- the old dial ----------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The drawing functions: pictures whose colours follow the thresholds and whose overlay sits where the map
-is, a gauge whose structure the browser can lay out at any width."""
+is, a gauge and a trend whose structure the browser can lay out at any width."""
 
 from __future__ import annotations
 
 import math
 import re
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import numpy as np
@@ -22,6 +23,7 @@ from anomaly.plots import (
     SCALE_CAP_SEVERE,
     ZONE_NAMES,
     anomaly_alpha,
+    batch_trend_svg,
     gauge_html,
     gauge_range,
     live_timeline,
@@ -397,6 +399,74 @@ def test_gauge_thresholds_near_the_ends_of_the_bar_stay_inside_it():
     maintenance, severe = Elements(gauge_html(None, Thresholds(0.01, 100.0))).of("gauge-threshold-label")
     assert pct(maintenance["css"]["left"]) < 15 and pct(severe["css"]["right"]) < 15
     assert "right" not in maintenance["css"] and "left" not in severe["css"]
+
+
+# --- the batch trend -------------------------------------------------------------------------------------
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def trend(names, scores, thresholds=BUNDLED) -> ET.Element:
+    return ET.fromstring(batch_trend_svg(names, scores, thresholds))
+
+
+def points(svg: ET.Element) -> list[ET.Element]:
+    return [g for g in svg.iter(f"{SVG}g") if "trend-point" in g.get("class", "").split()]
+
+
+def test_trend_has_one_point_per_file_with_its_name_on_hover():
+    names = [f"pump_{i}.wav" for i in range(1, 7)]
+    scores = [0.5, 1.3, 1.6, 30.0, 0.2, 3.0]
+    svg = trend(names, scores)
+    assert svg.get("class") == "trend" and svg.get("viewBox") and svg.get("width") == "100%"
+    found = points(svg)
+    assert len(found) == 6
+    titles = [g.find(f"{SVG}title").text for g in found]
+    assert titles[0] == "pump_1.wav: 0.50 (NORMAL)"
+    assert titles[3] == "pump_4.wav: 30.0 (SEVERE ANOMALY)"
+    circles = [g.find(f"{SVG}circle") for g in found]
+    assert [c.get("fill") for c in circles] == [GREEN, AMBER, RED, RED, GREEN, RED]
+    xs = [float(c.get("cx")) for c in circles]
+    ys = [float(c.get("cy")) for c in circles]
+    assert xs == sorted(xs) and len(set(xs)) == 6  # upload order, left to right
+    order = np.argsort(scores)
+    assert list(np.argsort(-np.asarray(ys))) == list(order)  # higher score, higher point
+
+
+def test_trend_thresholds_are_dashed_labelled_lines():
+    svg = trend(["a.wav", "b.wav"], [0.5, 1.0])
+    groups = [g for g in svg.iter(f"{SVG}g") if g.get("class") == "trend-threshold"]
+    assert [g.get("data-threshold") for g in groups] == ["maintenance", "severe"]
+    lines = [g.find(f"{SVG}line") for g in groups]
+    assert all(line.get("stroke-dasharray") for line in lines)
+    assert [line.get("stroke") for line in lines] == [AMBER, RED]
+    assert float(lines[1].get("y1")) < float(lines[0].get("y1"))  # severe above maintenance
+    assert ["".join(g.itertext()) for g in groups] == ["maintenance 1.27", "severe 1.50"]
+
+
+def test_trend_marks_failed_files_and_escapes_names():
+    names = ["ok.wav", "<script>alert(1)</script>.wav", "broken & bad.mp3", 'quote".wav']
+    text = batch_trend_svg(names, [0.5, 1.0, None, 2000.0], BUNDLED)
+    assert "<script>" not in text
+    svg = ET.fromstring(text)
+    found = points(svg)
+    assert [g.find(f"{SVG}title").text for g in found] == [
+        "ok.wav: 0.50 (NORMAL)",
+        "<script>alert(1)</script>.wav: 1.00 (NORMAL)",
+        "broken & bad.mp3: failed",
+        'quote".wav: 2000 (SEVERE ANOMALY)',
+    ]
+    failed = found[2]
+    assert "trend-failed" in failed.get("class") and failed.find(f"{SVG}circle") is None
+    assert failed.find(f"{SVG}path").get("stroke") == MUTED
+    # Off the scale: a triangle at the top rather than a circle somewhere above the picture.
+    assert found[3].find(f"{SVG}circle") is None and found[3].find(f"{SVG}path").get("fill") == RED
+
+
+def test_trend_of_no_files_and_mismatched_lists():
+    assert points(trend([], [])) == []
+    with pytest.raises(ValueError, match="names"):
+        batch_trend_svg(["a.wav"], [], BUNDLED)
 
 
 # --- the old dial (superseded by gauge_html; goes when app.py stops calling it) --------------------------
