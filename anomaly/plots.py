@@ -288,22 +288,24 @@ def spectrogram_picture(
 
     # Colour-map after resizing the dB indices (averaging neighbouring frames of a long recording, as a
     # screen cannot show 3750 frames in 700 pixels), so that the averaging happens in dB, not in colour.
+    # The colour map is the palette of a "P" image and the overlay a composite: both run in Pillow's C.
     scaled = (log_mel[::-1] - params.db_min) * (255.0 / (params.db_max - params.db_min))
-    index = np.nan_to_num(np.clip(scaled, 0.0, 255.0), nan=0.0)
-    index = Image.fromarray(np.rint(index).astype(np.uint8), "L").resize(
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    index = Image.fromarray(np.rint(scaled).astype(np.uint8), "L").resize(
         (plot_w, plot_h), Image.Resampling.BOX
     )
-    rgb = MAGMA[np.asarray(index)]
+    spectrogram = Image.frombytes("P", index.size, index.tobytes())
+    spectrogram.putpalette(MAGMA.tobytes())
+    spectrogram = spectrogram.convert("RGB")
     if anomaly_map is not None:
-        alpha = MAP_OPACITY * anomaly_alpha(anomaly_map)[::-1]
+        alpha = np.rint(255 * MAP_OPACITY * anomaly_alpha(anomaly_map)[::-1]).astype(np.uint8)
         if alpha.any():
-            alpha = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32), "F")
-            alpha = np.asarray(alpha.resize((plot_w, plot_h), Image.Resampling.BILINEAR))[..., None]
-            cyan = np.asarray(_rgb(MAP_COLOUR), dtype=np.float32)
-            rgb = np.rint(rgb + (cyan - rgb) * alpha).astype(np.uint8)
+            mask = Image.fromarray(alpha, "L").resize((plot_w, plot_h), Image.Resampling.BILINEAR)
+            spectrogram = Image.composite(Image.new("RGB", mask.size, MAP_COLOUR), spectrogram, mask)
 
     canvas = Image.new("RGB", (width_px, height_px), "white")
-    canvas.paste(Image.fromarray(rgb), (left, top))
+    canvas.paste(spectrogram, (left, top))
     draw = ImageDraw.Draw(canvas)
     font, small = _font(FONT_PX), _font(SMALL_FONT_PX)
     plot_bottom, plot_right = top + plot_h, left + plot_w
