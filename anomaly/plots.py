@@ -48,7 +48,6 @@ MAP_OPACITY = 0.85  # at its strongest the map still lets the spectrogram show t
 INK = "#1f2933"
 MUTED = "#6b7785"
 GRID = "#e4e7eb"
-DPI = 100
 
 # Text in the raster pictures. They are about 900 px wide and shown 360 to 400 px wide on a phone, where
 # 24 px become 10 to 11 px: about the smallest that stays legible.
@@ -757,85 +756,3 @@ def batch_trend_svg(names: list[str], scores: list[float | None], thresholds: Th
         )
     parts.append("</svg>")
     return "".join(parts)
-
-
-# --- the old dial ----------------------------------------------------------------------------------------
-# Superseded by gauge_html; kept while app.py still draws it. Remove with its tests once nothing calls it.
-
-
-def gauge_range(thresholds: Thresholds) -> float:
-    """Upper end of the old dial (``score_gauge``): half as far again as the severe threshold."""
-    return 1.5 * thresholds.severe
-
-
-def figure_to_rgb(fig) -> np.ndarray:
-    """Render a matplotlib figure on the Agg canvas and return its pixels as ``(height, width, 3)`` uint8."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-
-
-def score_gauge(
-    score: float, thresholds: Thresholds, *, width_px: int = 480, height_px: int = 300
-) -> np.ndarray:
-    """A dial whose three zones are the thresholds, with the needle at ``score`` (superseded by
-    ``gauge_html``).
-
-    The dial runs from 0 (left) to ``gauge_range(thresholds)`` (right); a score beyond the end pins the
-    needle there and the number underneath says how far it went.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, Wedge
-
-    vmax = gauge_range(thresholds)
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_xlim(-1.25, 1.25)
-    ax.set_ylim(-0.62, 1.2)
-    ax.set_aspect("equal")
-    ax.axis("off")
-
-    def angle(value: float) -> float:
-        return 180.0 - 180.0 * float(np.clip(value, 0.0, vmax)) / vmax
-
-    zones = [
-        (0.0, thresholds.maintenance, LABEL_COLOURS[LABELS[0]]),
-        (thresholds.maintenance, thresholds.severe, LABEL_COLOURS[LABELS[1]]),
-        (thresholds.severe, vmax, LABEL_COLOURS[LABELS[2]]),
-    ]
-    for lo, hi, colour in zones:
-        ax.add_patch(
-            Wedge((0, 0), 1.0, angle(hi), angle(lo), width=0.28, facecolor=colour, edgecolor="white", lw=2)
-        )
-    for value in (thresholds.maintenance, thresholds.severe):
-        rad = np.deg2rad(angle(value))
-        ax.plot(
-            [0.7 * np.cos(rad), 1.04 * np.cos(rad)],
-            [0.7 * np.sin(rad), 1.04 * np.sin(rad)],
-            color=INK,
-            lw=1.2,
-        )
-        ax.text(
-            1.13 * np.cos(rad),
-            1.13 * np.sin(rad),
-            f"{value:.2f}",
-            ha="center",
-            va="center",
-            fontsize=10,
-            color=INK,
-        )
-    ax.text(-0.86, -0.09, "0", ha="center", va="center", fontsize=9, color=MUTED)
-    ax.text(0.86, -0.09, f"{vmax:.1f}", ha="center", va="center", fontsize=9, color=MUTED)
-
-    rad = np.deg2rad(angle(score))
-    ax.plot([0, 0.86 * np.cos(rad)], [0, 0.86 * np.sin(rad)], color=INK, lw=3.5, solid_capstyle="round")
-    ax.add_patch(Circle((0, 0), 0.07, color=INK))
-    colour = zone_colour(score, thresholds)
-    beyond = "  (off the scale)" if score > vmax else ""
-    ax.text(
-        0, -0.25, f"{score:.2f}{beyond}", ha="center", va="center", fontsize=22, weight="bold", color=colour
-    )
-    ax.text(0, -0.49, "anomaly score", ha="center", va="center", fontsize=10, color=MUTED)
-    return figure_to_rgb(fig)

@@ -25,11 +25,9 @@ from anomaly.plots import (
     anomaly_alpha,
     batch_trend_svg,
     gauge_html,
-    gauge_range,
     live_timeline,
     log_ticks,
     scale_position,
-    score_gauge,
     score_scale,
     spectrogram_picture,
     window_timeline,
@@ -467,35 +465,3 @@ def test_trend_of_no_files_and_mismatched_lists():
     assert points(trend([], [])) == []
     with pytest.raises(ValueError, match="names"):
         batch_trend_svg(["a.wav"], [], BUNDLED)
-
-
-# --- the old dial (superseded by gauge_html; goes when app.py stops calling it) --------------------------
-
-
-def test_gauge_is_an_rgb_image():
-    image = score_gauge(5.0, Thresholds(10.0, 12.0), width_px=480, height_px=300)
-    assert image.shape == (300, 480, 3) and image.dtype == np.uint8
-
-
-def test_gauge_zones_follow_the_thresholds():
-    # Same dial range (severe fixed), maintenance moved: the green and amber arcs trade length accordingly.
-    score = 17.5  # in the red zone, so that the number under the dial is red in both pictures
-    narrow = score_gauge(score, Thresholds(10.0, 12.0))
-    wide = score_gauge(score, Thresholds(5.0, 12.0))
-    vmax = gauge_range(Thresholds(5.0, 12.0))
-    green_ratio = pixels_like(narrow, GREEN).sum() / pixels_like(wide, GREEN).sum()
-    amber_ratio = pixels_like(narrow, AMBER).sum() / pixels_like(wide, AMBER).sum()
-    assert green_ratio == pytest.approx(10.0 / 5.0, rel=0.15)
-    assert amber_ratio == pytest.approx(2.0 / 7.0, rel=0.2)
-    red_share = pixels_like(wide, RED).sum() / sum(pixels_like(wide, c).sum() for c in (GREEN, AMBER, RED))
-    assert red_share == pytest.approx((vmax - 12.0) / vmax, abs=0.08)
-
-
-def test_gauge_needle_moves_with_the_score_and_stays_on_the_dial():
-    thresholds = Thresholds(10.0, 12.0)
-    low, high = score_gauge(1.0, thresholds), score_gauge(11.0, thresholds)
-    assert np.any(low != high)
-    # The number under the dial takes the colour of the score's zone.
-    assert pixels_like(low, GREEN).sum() > pixels_like(high, GREEN).sum()
-    off_scale = score_gauge(10 * gauge_range(thresholds), thresholds)
-    assert off_scale.shape == low.shape
