@@ -209,7 +209,7 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     def update(i: int, draw: bool = True) -> None:
         readings = session.feed(chunks[i % len(chunks)], LIVE_SR, detector)
         if draw and readings and session.last.score is not None:
-            plots.score_gauge(session.last.score, t)
+            plots.gauge_html(session.last.score, t, familiar=session.last.familiar)
             starts, scores = session.timeline()
             plots.live_timeline(starts, scores, t, session.window_s, now_s=session.heard_s)
 
