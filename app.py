@@ -46,7 +46,20 @@ page, live = Page(runtime, c), LivePage(runtime, c)
 
 
 def image_output(label: str, elem_id: str, **kwargs) -> gr.Image:
-    return gr.Image(label=label, type="numpy", format="png", interactive=False, elem_id=elem_id, **kwargs)
+    """A picture with its caption above it (``caption``), not over it: on a phone the badge hid its top."""
+    options = {"show_label": False, "type": "numpy", "format": "png", "interactive": False}
+    return gr.Image(label=label, elem_id=elem_id, **options, **kwargs)
+
+
+def threshold_slider(label: str, level: str, top: float) -> gr.Slider:
+    value = round(getattr(detector.thresholds, level), 2)
+    return gr.Slider(0.0, top, value=value, step=0.01, label=label, elem_id=f"{level}-slider")
+
+
+def with_caption(image: gr.Image) -> gr.Image:
+    """Render ``image`` (made with ``render=False``) under its label."""
+    gr.Markdown(f"**{image.label}**", elem_classes=["caption"])
+    return image.render()
 
 
 with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S)) as demo:
@@ -96,6 +109,9 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                                 label=f"Recording (0.5 to {limits.MAX_SECONDS:g} s; {views.AUDIO_FORMATS_SHORT})",
                                 elem_id="audio-input",
                             )
+                            serving.example_in_api_docs(
+                                c.audio, EXAMPLES_DIR / "fault_tooth.wav", repo_root=APP_DIR
+                            )
                             analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
                             if EXAMPLES:
                                 examples = gr.Examples(
@@ -129,11 +145,11 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                         c.adapt_first.render()
                     c.gauge.render()
                 with gr.Column(scale=7, min_width=300):
-                    c.spectrogram.render()
+                    with_caption(c.spectrogram)
                     c.show_map = gr.Checkbox(
                         value=True, label="Show where it departs from normal", elem_id="show-map"
                     )
-                    c.timeline.render()
+                    with_caption(c.timeline)
                     c.details.render()
             with gr.Accordion("For developers: the answer as JSON (the /score endpoint)", open=False):
                 score_btn = gr.Button("Score as JSON", size="sm", elem_id="score-button")
@@ -159,8 +175,10 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                     c.live_label = gr.Label(label="Verdict, live", elem_id="live-label")
                     c.live_gauge = gr.HTML(label="Score now", elem_id="live-gauge")
                 with gr.Column(scale=7, min_width=300):
-                    c.live_timeline = image_output(
-                        "The last minute: score of each 2-second piece", "live-timeline"
+                    c.live_timeline = with_caption(
+                        image_output(
+                            "The last minute: score of each 2-second piece", "live-timeline", render=False
+                        )
                     )
                     c.live_status = gr.Markdown(elem_id="live-status")
                     c.live_alarms = gr.Markdown(elem_id="live-alarms")
@@ -231,22 +249,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                         "### Thresholds by hand\nMove a slider: the last recording's verdict follows at once."
                     )
                     top = views.slider_top(detector)
-                    c.maintenance = gr.Slider(
-                        0.0,
-                        top,
-                        value=round(detector.thresholds.maintenance, 2),
-                        step=0.01,
-                        label="NEEDS MAINTENANCE from score",
-                        elem_id="maintenance-slider",
-                    )
-                    c.severe = gr.Slider(
-                        0.0,
-                        top,
-                        value=round(detector.thresholds.severe, 2),
-                        step=0.01,
-                        label="SEVERE ANOMALY from score",
-                        elem_id="severe-slider",
-                    )
+                    c.maintenance = threshold_slider("NEEDS MAINTENANCE from score", "maintenance", top)
+                    c.severe = threshold_slider("SEVERE ANOMALY from score", "severe", top)
                     reset_btn = gr.Button("Reset to the calibrated thresholds", elem_id="reset-button")
                     c.adapt_label = gr.Label(
                         label="Last recording, with these settings", elem_id="adapt-label"

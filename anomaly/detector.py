@@ -114,6 +114,19 @@ class Analysis:
         }
 
 
+def readable_time(iso: str | None) -> str:
+    """``2026-11-30T22:58:31+00:00`` as ``2026-11-30 22:58 UTC``; anything else as it is."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso or "at an unknown time")
+    if when.utcoffset() == dt.timedelta(0):
+        return when.strftime("%Y-%m-%d %H:%M UTC")
+    return when.strftime("%Y-%m-%d %H:%M %z").strip()
+
+
 class Detector:
     """Loads a bundle once and scores recordings, images or batches with it.
 
@@ -183,7 +196,7 @@ class Detector:
             if training.get("synthetic"):
                 return "the synthetic demo gearbox the model was trained on"
             return f"the normal recordings the model was trained on ({training.get('data', 'its training data')})"
-        created = self.calibration.meta.get("created") or "unknown time"
+        created = readable_time(self.calibration.meta.get("created"))
         name = self.calibration.meta.get("name")
         what = f"{name}: " if name else ""
         return f"{what}your machine ({self.calibration.n_clips} normal recordings, calibrated {created})"
@@ -350,7 +363,15 @@ class Detector:
             emb = self.embed_windows(w)
         starts = window_starts(spec_db.shape[1], self.params)
         return self._analysis(
-            name, spec_db, self.window_scores(emb), starts, anomaly_map, explain, started, notes=notes, heard=heard
+            name,
+            spec_db,
+            self.window_scores(emb),
+            starts,
+            anomaly_map,
+            explain,
+            started,
+            notes=notes,
+            heard=heard,
         )
 
     def shared_bands(self, spec_db: np.ndarray, *, name: str = "audio") -> tuple[np.ndarray, list[str], int]:
@@ -592,7 +613,15 @@ class Detector:
             for (i, spec, heard, _, notes), emb in zip(group, parts, strict=True):
                 starts = window_starts(spec.shape[1], self.params)
                 results[i] = self._analysis(
-                    name_of(i), spec, self.window_scores(emb), starts, None, False, started, notes=notes, heard=heard
+                    name_of(i),
+                    spec,
+                    self.window_scores(emb),
+                    starts,
+                    None,
+                    False,
+                    started,
+                    notes=notes,
+                    heard=heard,
                 )
             group.clear()
 
@@ -607,7 +636,9 @@ class Detector:
             elif self.reference is not None:
                 # The user's reference needs the log-mel only: no network pass.
                 scored = self._reference_scores(heard, False)
-                results[i] = self._analysis(name_of(i), spec, *scored, False, started, notes=notes, heard=heard)
+                results[i] = self._analysis(
+                    name_of(i), spec, *scored, False, started, notes=notes, heard=heard
+                )
             else:
                 clip = self.model_windows(heard, n_shared, name=name_of(i), cut=clip)
                 group.append((i, spec, heard, clip, notes))

@@ -398,7 +398,10 @@ def window_timeline(
         draw.text((left - 11, y), f"{value:g}", font=font, fill=INK, anchor="rm")
 
     hop = float(np.min(np.diff(np.sort(times)))) if len(times) > 1 else window_seconds
-    half_px = max(1.0, 0.4 * min(hop, window_seconds) / (t1 - t0) * plot_w)
+    # Pieces that nearly coincide (a user reference scores a 10 s clip as two overlapping segments) share
+    # one wide bar rather than drawing hairlines.
+    spacing = min(max(hop, 0.5 * window_seconds), window_seconds)
+    half_px = max(1.0, 0.4 * spacing / (t1 - t0) * plot_w)
     overflow = []
     for start, score in zip(times, scores, strict=True):
         if not np.isfinite(score):
@@ -434,7 +437,7 @@ def window_timeline(
             draw.rectangle([tx - 3, top + 2, tx + width + 3, top + FONT_PX + 6], fill="white")
         draw.text((tx, top + 4), text, font=font, fill=fill, anchor="lt")
 
-    # Legend, right-aligned so that the app's label over the top-left corner hides none of it.
+    # Legend at the top left: the app shows no label over the picture, and its buttons sit at the top right.
     items = [
         (f"{name} {format_score(value)}", LABEL_COLOURS[label])
         for name, value, label in (
@@ -443,7 +446,7 @@ def window_timeline(
         )
     ]
     swatch, gap = 34, 8
-    x = plot_right - sum(swatch + gap + _text_width(text) for text, _ in items) - 24 * (len(items) - 1)
+    x = left
     y = legend_top + FONT_PX // 2 + 2
     for text, colour in items:
         _dashed_hline(draw, x, x + swatch, y, colour, dash=10, gap=4)

@@ -132,6 +132,8 @@ def page(request, browser, app_url):
     tab.set_default_timeout(TIMEOUT_MS)
     tab.goto(app_url)
     tab.wait_for_selector("#audio-input")
+    tab.wait_for_timeout(500)  # the load event (a calibration kept in the browser) has run by now
+    expect(tab.get_by_text("Error", exact=True)).to_have_count(0)
     yield tab
     context.close()
 
@@ -313,6 +315,23 @@ def test_adapt_then_the_banner_then_a_reload_that_keeps_the_calibration(page, un
     open_tab(page, "analyze", "Analyze")
     expect(banner).to_be_hidden()
     expect(label).to_have_text(scenario.before)
+
+
+def test_the_api_page_starts_with_python_and_score_on_a_bundled_example(browser, app_url, tmp_path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url)
+        page.wait_for_selector("#audio-input")
+        page.get_by_text("Use via API").click()
+        first_snippet = page.locator("code").filter(has_text="client.predict").first
+        expect(first_snippet).to_contain_text("handle_file('examples/fault_tooth.wav')")
+        expect(first_snippet).to_contain_text('api_name="/score"')
+        assert "lang=python" in page.url
+        page.screenshot(path=str(tmp_path / "api-page.png"))
+    finally:
+        context.close()
 
 
 # --- listening live, through Chromium's fake microphone fed from a file ---------------------------------

@@ -42,6 +42,7 @@ def assert_wired(demo: gr.Blocks, handler, out: object) -> None:
     wirings = wired_outputs(demo, handler)
     assert wirings, f"{handler.__name__} is not wired to any event"
     assert isinstance(out, dict), f"{handler.__name__} returned {type(out).__name__}, not a dict by component"
+    assert out, f"{handler.__name__} returned an empty dict, which gradio reads as one missing value"
     for outputs in wirings:
         stray = [k for k in out if k._id not in outputs]
         assert not stray, f"{handler.__name__} writes to components its event does not list: {stray}"
@@ -115,6 +116,8 @@ def test_the_wiring_check_fails_on_a_handler_writing_elsewhere(app):
         assert_wired(app.demo, lambda: {}, {})
     with pytest.raises(AssertionError, match="not a dict"):
         assert_wired(app.demo, app.page.analyze, ("NORMAL",))
+    with pytest.raises(AssertionError, match="empty dict"):
+        assert_wired(app.demo, app.page.analyze, {})
 
 
 def test_analyze_shows_the_verdict_with_what_it_compared_with(app, clips):
@@ -156,7 +159,10 @@ def test_example_and_its_refresh(app, clips):
     assert refreshed[c.last].file == "normal.wav" and c.spectrogram not in refreshed
     redrawn = call(app, app.page.redraw_spectrogram, False, refreshed[c.last])
     assert redrawn[c.spectrogram].ndim == 3
-    assert call(app, app.page.redraw_spectrogram, True, None) == {}
+    nothing = call(app, app.page.redraw_spectrogram, True, None)
+    assert list(nothing.values()) == [gr.skip()]
+    assert list(call(app, app.page.restore, None, True).values()) == [gr.skip()]
+    assert list(call(app, app.page.refresh_after_example, None, True, None).values()) == [gr.skip()]
     assert call(app, app.page.go_to_adapt)[c.tabs].selected == "adapt"
 
 
@@ -231,6 +237,9 @@ def test_adapting_refuses_too_few_or_unreadable_recordings_in_place(app, clips):
     assert bad[c.calibration_status].startswith("⚠️ **Cannot adapt")
     garbage = call(app, app.page.load_calibration_file, str(clips["text"]), "", True, None, None)
     assert "notes.txt" in garbage[c.calibration_status] and c.session not in garbage
+    # A cleared box or a slider emptied by hand changes nothing.
+    assert list(call(app, app.page.load_calibration_file, None, "", True, None, None).values()) == [gr.skip()]
+    assert list(call(app, app.page.set_thresholds, None, 1.0, True, None, None).values()) == [gr.skip()]
 
 
 def test_an_unfamiliar_clip_gets_the_neutral_verdict_and_the_adapt_button(app, tmp_path):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from anomaly import plots
 from anomaly.bundle import Calibration
-from anomaly.detector import Analysis, Detector
+from anomaly.detector import Analysis, Detector, readable_time
 from anomaly.errors import AudioInputError
 from anomaly.ui import views
 from anomaly.ui.runtime import MAX_BATCH_FILES, MAX_CALIBRATION_FILES, MAX_SECONDS, Runtime
@@ -301,7 +301,7 @@ class Page:
     def refresh_after_example(self, audio: str | None, show_map: bool, session: Session | None) -> dict:
         """After a cached example is shown: remember its analysis, and redo it if this visitor changed settings."""
         if not audio:
-            return {}
+            return unchanged(self.c.last)
         detector = self.detector(session)
         with caught("analysing the example", [audio]) as failure:
             analysis = detector.analyze(audio, explain=True, max_seconds=MAX_SECONDS)
@@ -314,7 +314,7 @@ class Page:
     def redraw_spectrogram(self, show_map: bool, last: Analysis | None) -> dict:
         """The last spectrogram with or without the anomaly map (no model run)."""
         if last is None:
-            return {}
+            return unchanged(self.c.spectrogram)
         picture = plots.spectrogram_picture(
             last.log_mel, self.shared.params, last.anomaly_map if show_map else None
         )
@@ -391,7 +391,7 @@ class Page:
     ) -> dict:
         """Thresholds set by hand for this visitor; the last recording's verdict follows at once."""
         if maintenance is None or severe is None:
-            return {}
+            return unchanged(self.c.session)
         if not 0 <= maintenance < severe:
             return {self.c.adapt_text: "⚠️ The maintenance threshold must be below the severe threshold."}
         session = session or Session()
@@ -472,7 +472,7 @@ class Page:
         """Use a calibration file saved earlier (refused unless it was made with this model)."""
         c = self.c
         if not file:
-            return {}
+            return unchanged(self.c.session)
         with caught("reading the calibration file", [file]) as failure:
             calibration = self.shared.load_calibration(file)
             if name and name.strip():
@@ -494,7 +494,7 @@ class Page:
         """On page load: use the calibration this browser kept, if it still fits the model."""
         c = self.c
         if not stored:
-            return {}
+            return unchanged(self.c.session)
         scratch = self.runtime.output_path("restored-calibration.npz")
         with caught("restoring your calibration", [scratch]) as failure:
             calibration = restore_calibration(stored, self.shared, scratch)
@@ -511,8 +511,13 @@ class Page:
         }
 
 
+def unchanged(component) -> dict:
+    """Nothing to change: gradio reads an empty dict as one missing value, so one output is skipped by name."""
+    return {component: gr.skip()}
+
+
 def _calibration_cell(calibration: Calibration | None) -> str:
     if calibration is None:
         return ""
     name = calibration.meta.get("name") or "unnamed"
-    return f"{name} ({calibration.n_clips} recordings, {calibration.meta.get('created', '?')})"
+    return f"{name} ({calibration.n_clips} recordings, {readable_time(calibration.meta.get('created'))})"

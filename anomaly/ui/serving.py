@@ -122,6 +122,21 @@ def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
     return component
 
 
+def example_in_api_docs(component: gr.components.Component, example: Path, *, repo_root: Path) -> None:
+    """Show a bundled example in the API page's code snippets instead of gradio's generic sample file.
+
+    On a Space (``SPACE_HOST`` is set) the snippet fetches the example from the Space itself; elsewhere it
+    names the file by its path in the repository, which works from a clone.
+    """
+    import os
+
+    host = os.environ.get("SPACE_HOST")
+    where = f"https://{host}/gradio_api/file={example}" if host else str(example.relative_to(repo_root))
+    # With "url" the snippet reads handle_file("<where>"), which gradio_client accepts for a path or a URL.
+    payload = {"path": where, "url": where, "meta": {"_type": "gradio.FileData"}, "orig_name": example.name}
+    component.example_payload = lambda: dict(payload)  # an attribute, as in tolerate_unreadable_images
+
+
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -145,6 +160,7 @@ CSS = """
 #header p { margin: 0.15em 0; }
 #synthetic-note { color: var(--body-text-color-subdued); font-size: 0.95em; }
 #model-line { color: var(--body-text-color-subdued); font-size: 0.85em; }
+.caption p { margin: 0.2em 0 0 0; font-size: 0.95em; }
 .hint { color: var(--body-text-color-subdued); font-size: 0.85em; }
 #label-output .output-class, #adapt-label .output-class, #live-label .output-class { color: white; font-size: 1.6em; }
 #reference-banner { background: #e6f4f1; border-left: 4px solid #14b8a6; padding: 0.4em 0.8em; border-radius: 4px; }
@@ -174,6 +190,22 @@ NO_MICROPHONE = "No microphone: allow it in the browser, or upload a recording"
 # microphone (no device, permission denied, or a page not served over HTTPS), the live tab says so plainly.
 HEAD = """
 <script>
+// The API page opens on MCP when the app serves it; developers calling /score want the Python snippet first.
+(() => {
+  for (const name of ["pushState", "replaceState"]) {
+    const original = history[name].bind(history);
+    history[name] = (state, title, url) => {
+      if (url) {
+        const next = new URL(url, location.href);
+        if (next.searchParams.get("view") === "api" && !next.searchParams.get("lang")) {
+          next.searchParams.set("lang", "python");
+          url = next.toString();
+        }
+      }
+      return original(state, title, url);
+    };
+  }
+})();
 (() => {
   const message = NO_MICROPHONE_JSON;
   function show(reason) {

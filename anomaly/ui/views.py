@@ -14,7 +14,7 @@ import numpy as np
 
 from anomaly import card, plots
 from anomaly.bundle import Calibration
-from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector
+from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector, readable_time
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS, Thresholds
 from anomaly.ui.runtime import CACHE_MAX_AGE_S, CACHE_SWEEP_S, MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_SECONDS
@@ -206,9 +206,9 @@ def banner(calibration: Calibration | None) -> str:
     """The Analyze tab's line on what recordings are compared with (empty: the model's own reference)."""
     if calibration is None:
         return ""
-    created = str(calibration.meta.get("created") or "")
+    created = readable_time(calibration.meta.get("created"))
     return (
-        f"🔧 Comparing with {calibration_title(calibration)}: {calibration.n_clips} normal recordings, "
+        f"Comparing with {calibration_title(calibration)}: {calibration.n_clips} normal recordings, "
         f"calibrated {created}. Change or forget it in *Adapt to my machine*."
     )
 
@@ -219,7 +219,7 @@ def calibration_status(calibration: Calibration, source: str) -> str:
     t = calibration.thresholds
     lines = [
         f"**Adapted {source} to {calibration_title(calibration)} on {calibration.n_clips} normal recording(s)** "
-        f"(made {meta.get('created', '?')}). Needs maintenance from **{t.maintenance:.2f}**, severe from "
+        f"(made {readable_time(meta.get('created'))}). Needs maintenance from **{t.maintenance:.2f}**, severe from "
         f"**{t.severe:.2f}**. Every recording is now compared with these. This browser keeps the "
         "calibration until you forget it; download the file to use it elsewhere.",
     ]
