@@ -735,13 +735,22 @@ def missing_top_bands(
     deviation = np.asarray(band_level_db, np.float64) - np.asarray(profile_db, np.float64)
     n = len(deviation)
     overall = float(np.median(deviation[n // 4 :]))
-    for first in range(n // 2, n):
-        # A fault that raises the bands below (a resonance) must not make the normal bands above it look
-        # missing: the run must also lie below the recording's deviation over most of the band.
-        typical = min(float(np.median(deviation[max(0, first - context) : first])), overall)
-        if deviation[first:].max() < typical - drop_db:
-            return n - first
-    return 0
+    firsts = np.arange(n // 2, n)
+    if len(firsts) == 0:
+        return 0
+    # For every candidate first band at once (one median call, not one per band: this runs on every clip):
+    # the median deviation of the ``context`` bands below it, and the highest deviation from it to the top.
+    if firsts[0] >= context:
+        below = np.median(np.lib.stride_tricks.sliding_window_view(deviation, context)[firsts - context], axis=1)
+    else:  # fewer bands than the context below the first candidates: each takes what there is
+        padded = np.concatenate([np.full(context, np.nan), deviation])
+        below = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, context)[firsts], axis=1)
+    # A fault that raises the bands below (a resonance) must not make the normal bands above it look
+    # missing: the run must also lie below the recording's deviation over most of the band.
+    typical = np.minimum(below, overall)
+    run_max = np.maximum.accumulate(deviation[::-1])[::-1][firsts]
+    missing = run_max < typical - drop_db
+    return int(n - firsts[np.argmax(missing)]) if missing.any() else 0
 
 
 def fill_top_bands(spec_db: np.ndarray, n_missing: int, profile_db: np.ndarray, *, context: int = 3) -> np.ndarray:
