@@ -204,11 +204,12 @@ class LoadClient:
         files = [self._clip(i), self.invalid[0], self._clip(i + 1), self._clip(i + 2)]
         table, _csv = self._call(timeout, [handle_file(str(f)) for f in files], api_name="/batch")
         rows = table["data"]
+        error = table["headers"].index("error")
         if [row[0] for row in rows] != [f.name for f in files]:
             return f"/batch: rows {[row[0] for row in rows]} do not match the files {[f.name for f in files]}"
         for row, f in zip(rows, files, strict=True):
             if f.name in INVALID:
-                if row[1] is not None or not row[4]:
+                if row[1] is not None or not row[error]:
                     return f"/batch: the invalid {f.name} has no error in its row: {row}"
                 continue
             expected = self.reference[f.name]

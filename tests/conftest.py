@@ -33,13 +33,21 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return out
 
 
+TINY_TRAIN_LOG = "train.log"
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_corpus, tmp_path_factory) -> Path:
-    """A bundle trained by the real pipeline on the tiny corpus (few epochs)."""
-    from anomaly.training import train_bundle
+    """A bundle trained once per run by the real ``train`` command (a subprocess, as a user runs it) on the
+    tiny corpus, with few epochs; its log is kept next to it (``TINY_TRAIN_LOG``) for tests/test_cli.py."""
+    import subprocess
 
     out = tmp_path_factory.mktemp("tiny_bundle")
-    train_bundle(tiny_corpus, out, seed=TINY_SEED, epochs=3, synthetic=True)
+    command = [sys.executable, "-m", "anomaly", "train", str(tiny_corpus), "--out", str(out)]
+    command += ["--seed", str(TINY_SEED), "--epochs", "3", "--synthetic"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (out.parent / TINY_TRAIN_LOG).write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stderr[-3000:]
     return out
 
 

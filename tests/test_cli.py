@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +20,33 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["synth", "train", "predict", "calibrate", "evaluate", "realbench", "publish", "bench"]
 
 
+def cli(*args: str, check: bool = True) -> SimpleNamespace:
+    """``python -m anomaly ARGS`` in this process (``anomaly.cli.main``): the same code without starting
+    Python and TensorFlow again; ``returncode``, ``stdout`` and ``stderr`` (with the log) as ``run`` gives."""
+    from anomaly.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handler, level = logging.StreamHandler(err), root.level
+    root.addHandler(handler)  # before main(): its basicConfig then leaves the logging alone
+    root.setLevel(logging.INFO)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: --help, or a usage error
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    proc = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"exit {code}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m anomaly ARGS`` as a user runs it: a new process, its exit code and its two streams."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "anomaly", *args],
@@ -33,7 +63,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
-    out = run(command, "--help").stdout
+    out = cli(command, "--help").stdout
     assert "usage: python -m anomaly " + command in out
 
 
@@ -41,7 +71,7 @@ def test_predict_json_contract_and_bad_files(tiny_bundle, tiny_corpus, tmp_path)
     good = sorted((tiny_corpus / "test").glob("*.wav"))[:2]
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
-    proc = run(
+    proc = cli(
         "predict", str(good[0]), str(bad), str(good[1]), "--bundle", str(tiny_bundle), "--json", check=False
     )
     assert proc.returncode == 1
@@ -63,7 +93,7 @@ def test_predict_json_contract_and_bad_files(tiny_bundle, tiny_corpus, tmp_path)
 def test_predict_threshold_flags_override(tiny_bundle, tiny_corpus):
     clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
     r = json.loads(
-        run(
+        cli(
             "predict",
             clip,
             "--bundle",
@@ -85,14 +115,16 @@ def test_missing_bundle_is_a_clear_error(tmp_path, tiny_corpus):
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_train_calibrate_predict_evaluate_end_to_end(tiny_corpus, tmp_path):
-    bundle = tmp_path / "bundle"
-    proc = run("train", str(tiny_corpus), "--out", str(bundle), "--epochs", "2", "--seed", "3")
-    assert "epoch 2/2: loss" in proc.stderr
+def test_train_calibrate_predict_evaluate_end_to_end(tiny_corpus, tiny_bundle, tmp_path):
+    """``train`` is the session's tiny bundle (tests/conftest.py runs the command once); then the others."""
+    from conftest import TINY_TRAIN_LOG
+
+    bundle = tiny_bundle
+    assert "epoch 3/3: loss" in (bundle.parent / TINY_TRAIN_LOG).read_text()
     assert (bundle / "encoder.keras").is_file() and (bundle / "config.json").is_file()
 
     report = json.loads(
-        run("evaluate", str(tiny_corpus), "--bundle", str(bundle), "--json").stdout.splitlines()[-1]
+        cli("evaluate", str(tiny_corpus), "--bundle", str(bundle), "--json").stdout.splitlines()[-1]
     )
     assert set(report) >= {"source", "target"}
     assert report["source"]["auc"] >= 0.75, report
@@ -100,7 +132,7 @@ def test_train_calibrate_predict_evaluate_end_to_end(tiny_corpus, tmp_path):
     assert set(report["source"]["faults"]) == {"tooth", "wear", "bearing", "imbalance", "lubrication"}
 
     cal = tmp_path / "cal.npz"
-    run("calibrate", str(tiny_corpus / "train"), "--out", str(cal), "--bundle", str(bundle))
+    cli("calibrate", str(tiny_corpus / "train"), "--out", str(cal), "--bundle", str(bundle))
     r = json.loads(
         run(
             "predict",
@@ -127,7 +159,7 @@ def test_a_hub_failure_during_publish_is_one_line_and_exit_2(tiny_bundle):
 
 def test_too_few_calibration_clips_is_one_line_and_exit_1(tiny_bundle, tiny_corpus, tmp_path):
     normals = sorted((tiny_corpus / "train").glob("*source*"))[:2]
-    proc = run("calibrate", *map(str, normals), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "c.npz"), check=False)
+    proc = cli("calibrate", *map(str, normals), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "c.npz"), check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: calibration: 2 usable normal clip(s); at least 3")
     assert "Traceback" not in proc.stderr
