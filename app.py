@@ -202,7 +202,10 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
             batch_btn = gr.Button("Score all", variant="primary", elem_id="batch-button")
             c.batch_status = gr.Markdown(elem_id="batch-status")
             c.batch_trend = gr.HTML(label="Scores in upload order", elem_id="batch-trend")
+            c.batch_rows = gr.HTML(label="Results", elem_id="batch-rows")
+            # The API's table; the page shows the same rows as HTML, which wraps to a phone's width.
             c.batch_table = gr.Dataframe(
+                visible=False,
                 headers=BATCH_COLUMNS,
                 datatype=["str", "number", "number", "str", "bool", "str"],
                 label="Results",
@@ -301,7 +304,7 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
     batch_btn.click(
         page.show_batch,
         inputs=[c.batch_in, c.session],
-        outputs=[c.batch_table, c.batch_csv, c.batch_trend, c.batch_status],
+        outputs=[c.batch_table, c.batch_rows, c.batch_csv, c.batch_trend, c.batch_status],
         concurrency_limit=1,
         concurrency_id="heavy",
         **private,

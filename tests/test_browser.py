@@ -317,6 +317,27 @@ def test_adapt_then_the_banner_then_a_reload_that_keeps_the_calibration(page, un
     expect(label).to_have_text(scenario.before)
 
 
+def test_a_batch_shows_each_file_in_order_named_on_hover(page, tmp_path):
+    examples = ROOT / "examples"
+    files = [examples / "normal_source.wav", examples / "fault_tooth_mild.wav", examples / "fault_wear.wav"]
+    broken = tmp_path / "week_4.wav"
+    broken.write_text("not audio")
+    open_tab(page, "batch", "Batch")
+    upload(page, "#batch-input", [*files, broken])
+    page.click("#batch-button")
+    expect(page.locator("#batch-trend .trend-point")).to_have_count(4)
+    expect(page.locator("#batch-trend .trend-failed")).to_have_count(1)  # the unreadable file, marked
+    titles = page.locator("#batch-trend title").all_text_contents()
+    assert [t.split(":")[0] for t in titles] == [f.name for f in [*files, broken]], titles
+    expect(page.locator("#batch-rows")).to_contain_text(f"{broken.name}")
+    expect(page.locator("#batch-rows")).to_contain_text("not a readable audio file")
+    expect(page.locator("#batch-rows .batch-label").nth(1)).to_have_text(LABELS[1])
+    expect(page.locator("#batch-status")).to_contain_text("4 file(s)")
+    expect(page.locator("#batch-csv")).to_contain_text("scores")
+    assert_fits_the_screen(page)
+    shot(page, tmp_path, "batch")
+
+
 def test_the_api_page_starts_with_python_and_score_on_a_bundled_example(browser, app_url, tmp_path):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:

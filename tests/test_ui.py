@@ -153,7 +153,9 @@ def test_an_error_replaces_every_old_result(app, clips):
 
 def test_example_and_its_refresh(app, clips):
     c = app.c
-    shown = app.page.example(str(clips["normal"]))  # gradio wraps it for caching: its outputs are the Examples'
+    shown = app.page.example(
+        str(clips["normal"])
+    )  # gradio wraps it for caching: its outputs are the Examples'
     assert {k._id for k in shown} == {o._id for o in app.examples.outputs}
     refreshed = call(app, app.page.refresh_after_example, str(clips["normal"]), True, None)
     assert refreshed[c.last].file == "normal.wav" and c.spectrogram not in refreshed
@@ -179,8 +181,14 @@ def test_batch_table_csv_trend_and_errors_in_place(app, clips):
     assert rows[0]["calibration"] == "" and "demo gearbox" in rows[0]["compared_with"]
     assert out[c.batch_trend].count("<title>") >= 3 and "notes.txt" in out[c.batch_trend]
     assert "3 file(s)" in out[c.batch_status]
+    assert out[c.batch_rows].count("<tr>") == 4 and "notes.txt" in out[c.batch_rows]
+    assert "not a readable audio file" in out[c.batch_rows] and 'class="batch-label"' in out[c.batch_rows]
     none = call(app, app.page.show_batch, None, None)
-    assert none[c.batch_table] is None and "Choose one or more" in none[c.batch_status]
+    assert (
+        none[c.batch_table] is None
+        and none[c.batch_rows] == ""
+        and "Choose one or more" in none[c.batch_status]
+    )
     api = call(app, app.page.batch, files, None)
     assert set(api) == {c.batch_table, c.batch_csv}
 

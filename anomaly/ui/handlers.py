@@ -246,6 +246,7 @@ class Page:
         n_errors = sum(s is None for s in scores)
         return {
             c.batch_table: table.where(table.notna(), None),
+            c.batch_rows: views.batch_rows(rows, BATCH_COLUMNS),
             c.batch_csv: str(path),
             c.batch_trend: plots.batch_trend_svg(names, scores, detector.thresholds),
             c.batch_status: views.batch_summary([lab for lab in labels if lab], n_errors)
@@ -333,7 +334,7 @@ class Page:
     ) -> dict:
         """The page's Score all button: the table, the CSV and the trend picture, or the error in their place."""
         c = self.c
-        cleared = {c.batch_table: None, c.batch_csv: None, c.batch_trend: ""}
+        cleared = {c.batch_table: None, c.batch_rows: "", c.batch_csv: None, c.batch_trend: ""}
         if not files:
             return {**cleared, c.batch_status: "⚠️ Choose one or more recordings first."}
         if len(files) > MAX_BATCH_FILES:

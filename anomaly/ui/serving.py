@@ -160,6 +160,13 @@ CSS = """
 #header p { margin: 0.15em 0; }
 #synthetic-note { color: var(--body-text-color-subdued); font-size: 0.95em; }
 #model-line { color: var(--body-text-color-subdued); font-size: 0.85em; }
+.batch-rows { width: 100%; table-layout: fixed; border-collapse: collapse; font-size: 0.92em; }
+.batch-rows th, .batch-rows td { padding: 0.35em 0.5em; border-bottom: 1px solid var(--border-color-primary);
+  text-align: left; vertical-align: top; overflow-wrap: break-word; }
+.batch-rows th:nth-child(1) { width: 42%; } .batch-rows th:nth-child(2) { width: 16%; }
+.batch-rows .batch-file { overflow-wrap: anywhere; }
+.batch-label { color: white; border-radius: 4px; padding: 0.1em 0.4em; font-weight: 600; display: inline-block; }
+.batch-error { color: var(--body-text-color-subdued); }
 .caption p { margin: 0.2em 0 0 0; font-size: 0.95em; }
 .hint { color: var(--body-text-color-subdued); font-size: 0.85em; }
 #label-output .output-class, #adapt-label .output-class, #live-label .output-class { color: white; font-size: 1.6em; }

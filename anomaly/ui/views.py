@@ -293,11 +293,33 @@ def example_files(folder: Path) -> list[Path]:
 # --- batch ---------------------------------------------------------------------------------------------------
 
 
+def batch_rows(rows: list[list], columns: list[str]) -> str:
+    """The batch on the page: file, score and verdict (or what is wrong with the file), as an HTML table that
+    wraps to the window, a phone's included. The percentile and the rest are in the CSV and the API's table."""
+    at = {name: columns.index(name) for name in ("file", "score", "label", "error")}
+    body = []
+    for row in rows:
+        name, score, label, error = (row[at[k]] for k in ("file", "score", "label", "error"))
+        if error:
+            verdict_cell = f'<span class="batch-error">{html.escape(str(error))}</span>'
+        else:
+            colour = verdict_colour(str(label))
+            verdict_cell = (
+                f'<span class="batch-label" style="background:{colour}">{html.escape(str(label))}</span>'
+            )
+        shown = "" if score is None else f"{score:.2f}"
+        body.append(
+            f'<tr><td class="batch-file">{html.escape(str(name))}</td><td>{shown}</td><td>{verdict_cell}</td></tr>'
+        )
+    head = "<tr><th>file</th><th>score</th><th>verdict</th></tr>"
+    return f'<table class="batch-rows"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+
+
 def batch_summary(labels: list[str | None], n_errors: int) -> str:
     counts = {level: labels.count(level) for level in (*LABELS, UNFAMILIAR_VERDICT)}
     parts = [f"{n} {level}" for level, n in counts.items() if n]
     if n_errors:
-        parts.append(f"{n_errors} not readable (see the error column)")
+        parts.append(f"{n_errors} not readable (the table says why)")
     return f"**{len(labels) + n_errors} file(s):** " + (", ".join(parts) or "nothing scored") + "."
 
 
