@@ -346,8 +346,10 @@ def window_timeline(
     height_px: int = 300,
     time_range_s: tuple[float, float] | None = None,
     xlabel: str = "time (s)",
+    familiar: bool = True,
 ) -> np.ndarray:
-    """Score of every analysis window over time, coloured by the label it would get on its own.
+    """Score of every analysis window over time, coloured by the label it would get on its own (grey, like
+    the verdict, when the recording is ``familiar=False``: its scores measure an unknown machine).
 
     One bar per window, centred on it (windows overlap, so bars are drawn narrower than the window);
     dashed lines mark the two thresholds, named in a legend at the top. Scores are on a log scale
@@ -410,7 +412,7 @@ def window_timeline(
         x0, x1 = max(round(centre - half_px), left), min(round(centre + half_px) - 1, plot_right)
         if x1 < x0:
             continue  # outside the time range
-        colour = zone_colour(score, thresholds)
+        colour = zone_colour(score, thresholds) if familiar else MUTED
         # A score at or below the bottom of the scale still gets a stub, so that every window shows.
         draw.rectangle([x0, min(y_of(score), plot_bottom - 3), x1, plot_bottom], fill=colour)
         if score > high:

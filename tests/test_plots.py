@@ -215,6 +215,16 @@ def test_timeline_bars_take_their_zone_colour():
     assert pixels_like(spiky, RED).sum() > pixels_like(calm, RED).sum() + 500
 
 
+def test_timeline_of_an_unfamiliar_recording_is_grey_like_its_verdict():
+    thresholds = Thresholds(10.0, 12.0)
+    times = np.arange(9) * 1.024
+    scores = np.array([5.0] * 4 + [20.0] + [5.0] * 4)
+    unfamiliar = window_timeline(times, scores, thresholds, PARAMS.window_seconds, familiar=False)
+    assert not bar_heights(unfamiliar, GREEN) and not bar_heights(unfamiliar[FONT_PX * 2 :], RED)
+    familiar = window_timeline(times, scores, thresholds, PARAMS.window_seconds)
+    assert pixels_like(unfamiliar, MUTED).sum() > pixels_like(familiar, MUTED).sum() + 2000  # the bars
+
+
 def test_timeline_shows_scores_from_a_tenth_to_thirty():
     # Far-off thresholds, so that every bar is green and only the bars are green.
     scores = np.array([0.1, 0.3, 1.0, 3.0, 10.0, 30.0])

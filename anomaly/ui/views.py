@@ -78,6 +78,7 @@ def pictures(analysis: Analysis, params: FeatureParams, *, show_map: bool) -> tu
         analysis.window_scores,
         analysis.thresholds,
         analysis.window_seconds or params.window_seconds,
+        familiar=analysis.familiar,
     )
     return spectrogram, timeline
 
