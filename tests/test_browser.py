@@ -223,6 +223,7 @@ def test_the_needs_maintenance_example_then_an_error_that_replaces_it(page, dete
     expect(page.locator("#timeline-output img")).to_have_count(0)
     expect(page.locator("#gauge-output .gauge")).to_have_count(0)
     expect(page.locator("#compared-with")).not_to_contain_text("demo gearbox")
+    expect(page.locator("#compared-with")).to_contain_text(f"{broken.name}: not a readable audio file")
     if page.viewport_size["width"] == WIDTHS[0]:  # longer than gradio's toasts stay (10 s): still there
         page.wait_for_timeout(11_000)
         expect(details).to_contain_text(f"{broken.name}: not a readable audio file")

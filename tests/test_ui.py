@@ -144,7 +144,7 @@ def test_an_error_replaces_every_old_result(app, clips):
     assert out[c.spectrogram] is None and out[c.gauge] == "" and out[c.last] is None
     assert label_of(out[c.label]) == "Cannot use this file"
     assert "notes.txt" in out[c.details] and str(clips["text"].parent) not in out[c.details]
-    assert out[c.label].color == MUTED
+    assert out[c.label].color == MUTED and "notes.txt: not a readable audio file" in out[c.compared]
     empty = call(app, app.page.show_analysis, None, True, None)
     assert "Upload or record" in empty[c.details]
     with pytest.raises(gr.Error, match="notes.txt"):

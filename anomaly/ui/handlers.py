@@ -92,7 +92,9 @@ class Page:
         }
 
     def _failed(self, failure) -> dict:
-        return self._cleared(failure.title, views.error_details(failure.message))
+        # The reason also stands right under the verdict: on a phone the details are a long scroll away.
+        out = self._cleared(failure.title, views.error_details(failure.message))
+        return {**out, self.c.compared: f"⚠️ {views.escape_markdown(failure.message)}"}
 
     def _adapt_tab(self, analysis: Analysis | None, detector: Detector) -> dict:
         c = self.c

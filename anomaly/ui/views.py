@@ -155,16 +155,16 @@ def details(analysis: Analysis, detector: Detector) -> str:
         where = ", ".join(f"{d['db']:+.0f} dB around {hz_text(d['hz'])}" for d in analysis.departures)
         rows.insert(2, ("Where it departs from your normal recordings", where))
     rows += [("Note", note) for note in analysis.notes]
-    heading = f"#### {_md(analysis.file)}: {verdict(analysis)}"
+    heading = f"#### {escape_markdown(analysis.file)}: {verdict(analysis)}"
     return heading + "\n" + "\n".join(f"- **{k}:** {v}" for k, v in rows)
 
 
 def error_details(message: str) -> str:
-    return f"#### ⚠️ Not analysed\n{_md(message)}"
+    return f"#### ⚠️ Not analysed\n{escape_markdown(message)}"
 
 
-def _md(text: str) -> str:
-    """User-supplied text (a file name) shown as itself in Markdown, not as markup."""
+def escape_markdown(text: str) -> str:
+    """User-supplied text (a file name, a message naming one) shown as itself in Markdown, not as markup."""
     return html.escape(str(text)).replace("*", "\\*").replace("`", "\\`")  # "_" inside a word is literal
 
 
@@ -200,7 +200,7 @@ def training_note(detector: Detector) -> str:
 
 def calibration_title(calibration: Calibration) -> str:
     name = calibration.meta.get("name")
-    return f"**{_md(name)}**" if name else "**your machine**"
+    return f"**{escape_markdown(name)}**" if name else "**your machine**"
 
 
 def banner(calibration: Calibration | None) -> str:
@@ -225,7 +225,7 @@ def calibration_status(calibration: Calibration, source: str) -> str:
         "calibration until you forget it; download the file to use it elsewhere.",
     ]
     if meta.get("skipped"):
-        lines.append(f"Skipped (not usable): {_md(', '.join(meta['skipped']))}.")
+        lines.append(f"Skipped (not usable): {escape_markdown(', '.join(meta['skipped']))}.")
     if meta.get("rough"):
         lines.append(
             f"⚠️ **Rough calibration:** fewer than {ROUGH_CALIBRATION_CLIPS} recordings give only a rough idea "
@@ -248,7 +248,7 @@ def adapt_summary(analysis: Analysis | None, detector: Detector) -> str:
         lines.append("Analyze a recording first to see what these settings make of it.")
     else:
         lines.append(
-            f"Last recording, **{_md(analysis.file)}**: score {analysis.score:.2f} -> **{verdict(analysis)}**."
+            f"Last recording, **{escape_markdown(analysis.file)}**: score {analysis.score:.2f} -> **{verdict(analysis)}**."
         )
     return "\n\n".join(lines)
 
