@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.bench import timings_ms
+from anomaly.bench import NOOP_ENDPOINT, timings_ms
 from anomaly.ui.launcher import app_server, http_call, http_upload, loopback_client
 
 log = logging.getLogger("anomaly")
-
-NOOP_ENDPOINT = "/ping"
 
 
 def long_recording(clips: list[Path], out: Path, seconds: float = 120.0) -> Path:

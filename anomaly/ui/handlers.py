@@ -58,19 +58,33 @@ class Page:
         c = self.c
         return [*self.api_view, c.compared, c.adapt_first]
 
-    def _view(self, analysis: Analysis, detector: Detector, show_map: bool) -> dict:
+    def _view(
+        self, analysis: Analysis, detector: Detector, show_map: bool, *, spectrogram: bool = True
+    ) -> dict:
+        """The Analyze tab's views of ``analysis``; without the spectrogram when only the thresholds changed
+        (the picture does not depend on them)."""
         c = self.c
-        spectrogram, timeline = views.pictures(analysis, detector.params, show_map=show_map)
         text = views.verdict(analysis)
-        return {
-            c.spectrogram: spectrogram,
+        out = {
             c.gauge: views.gauge(analysis, analysis.thresholds),
             c.label: gr.Label(value=text, color=views.verdict_colour(text)),
             c.details: views.details(analysis, detector),
-            c.timeline: timeline,
+            c.timeline: views.timeline(analysis, detector.params),
             c.compared: views.compared_with(analysis),
             c.adapt_first: gr.Button(visible=not analysis.familiar),
         }
+        if spectrogram:
+            out[c.spectrogram] = views.spectrogram(analysis, detector.params, show_map=show_map)
+        return out
+
+    @staticmethod
+    def _analysis_of(detector: Detector, upload: str, *, image: bool = False) -> Analysis:
+        """A recording, or a spectrogram image, analysed with its anomaly map, within the serving limits."""
+        if image:
+            return detector.analyze_image(
+                upload, name=Path(upload).name, explain=True, max_seconds=MAX_SECONDS
+            )
+        return detector.analyze(upload, explain=True, max_seconds=MAX_SECONDS)
 
     def _api_view(self, analysis: Analysis, detector: Detector, show_map: bool) -> dict:
         """The API's five outputs: plain values (the verdict as its words, with no colour update)."""
@@ -124,7 +138,7 @@ class Page:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
         detector = self.detector(session)
         with api_errors("analysing the recording", [audio]):
-            analysis = detector.analyze(audio, explain=True, max_seconds=MAX_SECONDS)
+            analysis = self._analysis_of(detector, audio)
         return self._api_view(analysis, detector, show_anomaly_map)
 
     def analyze_spectrogram(
@@ -148,9 +162,7 @@ class Page:
             raise refuse("Upload a spectrogram image first.", title="No image")
         detector = self.detector(session)
         with api_errors("analysing the spectrogram image", [image]):
-            analysis = detector.analyze_image(
-                image, name=Path(image).name, explain=True, max_seconds=MAX_SECONDS
-            )
+            analysis = self._analysis_of(detector, image, image=True)
         return self._api_view(analysis, detector, show_anomaly_map)
 
     def score(self, audio: str | None, session: Session | None = None) -> dict:
@@ -192,12 +204,9 @@ class Page:
             table as CSV with what each file was compared with, the model and the calibration (a cell that a
             spreadsheet would run as a formula starts with a single quote).
         """
-        if not files:
-            raise refuse("Choose one or more recordings first.", title="No files")
-        if len(files) > MAX_BATCH_FILES:
-            raise refuse(
-                f"{len(files)} files: at most {MAX_BATCH_FILES} can be scored at once.", title="Too many"
-            )
+        refusal = _batch_refusal(files)
+        if refusal:
+            raise refuse(refusal[1], title=refusal[0])
         with api_errors("scoring the batch", files):
             out = self._batch(files, session, progress)
         return {self.c.batch_table: out[self.c.batch_table], self.c.batch_csv: out[self.c.batch_csv]}
@@ -215,28 +224,15 @@ class Page:
         )
         model = views.model_line(detector)
         calibration = _calibration_cell(detector.calibration)
-        rows, names, scores, labels = [], [], [], []
+        rows, scores = [], []  # the trend is drawn from the unrounded scores
         for result in results:
             if isinstance(result, AudioInputError):
                 rows.append([result.source, None, None, None, None, redact(result.problem, files)])
-                names.append(result.source)
                 scores.append(None)
-                labels.append(None)
             else:
-                label = views.verdict(result)
-                rows.append(
-                    [
-                        result.file,
-                        round(result.score, 4),
-                        round(result.percentile, 1),
-                        label,
-                        result.familiar,
-                        "",
-                    ]
-                )
-                names.append(result.file)
+                score, percentile = round(result.score, 4), round(result.percentile, 1)
+                rows.append([result.file, score, percentile, views.verdict(result), result.familiar, ""])
                 scores.append(result.score)
-                labels.append(label)
         path = self.runtime.output_path("scores.csv")
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
@@ -245,13 +241,14 @@ class Page:
                 full = [*row, detector.compared_with, model, calibration]
                 writer.writerow(["" if v is None else spreadsheet_safe(v) for v in full])
         table = pd.DataFrame(rows, columns=BATCH_COLUMNS).astype(object)
-        n_errors = sum(s is None for s in scores)
+        names = [row[0] for row in rows]
+        labels = [row[3] for row in rows if row[3] is not None]
         return {
             c.batch_table: table.where(table.notna(), None),
             c.batch_rows: views.batch_rows(rows, BATCH_COLUMNS),
             c.batch_csv: str(path),
             c.batch_trend: plots.batch_trend_svg(names, scores, detector.thresholds),
-            c.batch_status: views.batch_summary([lab for lab in labels if lab], n_errors)
+            c.batch_status: views.batch_summary(labels, len(rows) - len(labels))
             + f" Compared with {detector.compared_with}.",
         }
 
@@ -264,26 +261,23 @@ class Page:
 
     def show_analysis(self, audio: str | None, show_map: bool, session: Session | None) -> dict:
         """The page's Analyze button: the result, or the error in its place."""
-        if not audio:
+        return self._show(audio, show_map, session, image=False)
+
+    def show_image_analysis(self, image: str | None, show_map: bool, session: Session | None) -> dict:
+        """The page's Analyze image button: the result, or the error in its place."""
+        return self._show(image, show_map, session, image=True)
+
+    def _show(self, upload: str | None, show_map: bool, session: Session | None, *, image: bool) -> dict:
+        if not upload:
+            if image:
+                return self._cleared("No image", views.error_details("Upload a spectrogram image first."))
             return self._cleared(
                 "No recording", views.error_details("Upload or record a gearbox recording first.")
             )
         detector = self.detector(session)
-        with caught("analysing the recording", [audio]) as failure:
-            analysis = detector.analyze(audio, explain=True, max_seconds=MAX_SECONDS)
-        if failure:
-            return self._failed(failure)
-        return self._shown(analysis, detector, show_map)
-
-    def show_image_analysis(self, image: str | None, show_map: bool, session: Session | None) -> dict:
-        """The page's Analyze image button: the result, or the error in its place."""
-        if not image:
-            return self._cleared("No image", views.error_details("Upload a spectrogram image first."))
-        detector = self.detector(session)
-        with caught("analysing the spectrogram image", [image]) as failure:
-            analysis = detector.analyze_image(
-                image, name=Path(image).name, explain=True, max_seconds=MAX_SECONDS
-            )
+        doing = "analysing the spectrogram image" if image else "analysing the recording"
+        with caught(doing, [upload]) as failure:
+            analysis = self._analysis_of(detector, upload, image=image)
         if failure:
             return self._failed(failure)
         return self._shown(analysis, detector, show_map)
@@ -297,9 +291,7 @@ class Page:
 
     def example(self, audio: str) -> dict:
         """An example clip with the model's own settings (what gets cached)."""
-        detector = self.shared
-        analysis = detector.analyze(audio, explain=True, max_seconds=MAX_SECONDS)
-        return self._view(analysis, detector, True)
+        return self._view(self._analysis_of(self.shared, audio), self.shared, True)
 
     def refresh_after_example(self, audio: str | None, show_map: bool, session: Session | None) -> dict:
         """After a cached example is shown: remember its analysis, and redo it if this visitor changed settings."""
@@ -307,7 +299,7 @@ class Page:
             return unchanged(self.c.last)
         detector = self.detector(session)
         with caught("analysing the example", [audio]) as failure:
-            analysis = detector.analyze(audio, explain=True, max_seconds=MAX_SECONDS)
+            analysis = self._analysis_of(detector, audio)
         if failure:
             return self._failed(failure)
         if session is None or (session.calibration is None and session.manual is None):
@@ -318,10 +310,7 @@ class Page:
         """The last spectrogram with or without the anomaly map (no model run)."""
         if last is None:
             return unchanged(self.c.spectrogram)
-        picture = plots.spectrogram_picture(
-            last.log_mel, self.shared.params, last.anomaly_map if show_map else None
-        )
-        return {self.c.spectrogram: picture}
+        return {self.c.spectrogram: views.spectrogram(last, self.shared.params, show_map=show_map)}
 
     def go_to_adapt(self) -> dict:
         return {self.c.tabs: gr.Tabs(selected="adapt")}
@@ -337,11 +326,9 @@ class Page:
         """The page's Score all button: the table, the CSV and the trend picture, or the error in their place."""
         c = self.c
         cleared = {c.batch_table: None, c.batch_rows: "", c.batch_csv: None, c.batch_trend: ""}
-        if not files:
-            return {**cleared, c.batch_status: "⚠️ Choose one or more recordings first."}
-        if len(files) > MAX_BATCH_FILES:
-            message = f"⚠️ {len(files)} files: at most {MAX_BATCH_FILES} can be scored at once."
-            return {**cleared, c.batch_status: message}
+        refusal = _batch_refusal(files)
+        if refusal:
+            return {**cleared, c.batch_status: f"⚠️ {refusal[1]}"}
         with caught("scoring the batch", files) as failure:
             out = self._batch(files, session, progress)
         if failure:
@@ -373,8 +360,7 @@ class Page:
                 thresholds=detector.thresholds,
                 model=detector.model_info,
             )
-            view = self._view(last, detector, show_map)
-            del view[c.spectrogram]
+            view = self._view(last, detector, show_map, spectrogram=False)
         return {**out, **view, c.last: last, **self._adapt_tab(last, detector)}
 
     def _sliders(self, detector: Detector, analysis: Analysis | None) -> dict:
@@ -502,16 +488,24 @@ class Page:
         with caught("restoring your calibration", [scratch]) as failure:
             calibration = restore_calibration(stored, self.shared, scratch)
         if failure:
-            message = failure.message if isinstance(failure.message, str) else ""
             return {
                 c.stored: None,
-                c.calibration_status: f"⚠️ The calibration kept in this browser was dropped: {message}",
+                c.calibration_status: f"⚠️ The calibration kept in this browser was dropped: {failure.message}",
             }
         status = views.calibration_status(calibration, "(kept in this browser)")
         return {
             **self._use_calibration(calibration, status, show_map, None, stored=gr.skip()),
             c.calibration_file: str(scratch),
         }
+
+
+def _batch_refusal(files: list[str] | None) -> tuple[str, str] | None:
+    """The title and message that refuse a batch before any file is read, or None."""
+    if not files:
+        return "No files", "Choose one or more recordings first."
+    if len(files) > MAX_BATCH_FILES:
+        return "Too many", f"{len(files)} files: at most {MAX_BATCH_FILES} can be scored at once."
+    return None
 
 
 def unchanged(component) -> dict:

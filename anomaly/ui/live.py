@@ -148,9 +148,8 @@ class LivePage:
         """
         c = self.c
         if live is None or (live.stopped_at is not None and time.time() - live.stopped_at > 2.0):
-            live = LiveSession(
-                self.runtime.detector.params
-            )  # start_recording did not arrive first, or a new take
+            # start_recording did not arrive first, or this is a new take
+            live = LiveSession(self.runtime.detector.params)
         if live.stopped_at is not None:
             return {c.live_state: live}  # a chunk that was on its way when Stop was pressed
         started = time.perf_counter()

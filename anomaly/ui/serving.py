@@ -67,6 +67,8 @@ def caught(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[Caught]:
     outcome = Caught()
     try:
         yield outcome
+    except gr.Error:
+        raise
     except GearboxError as exc:
         outcome.title, outcome.message = describe(exc, doing, paths)
         log.info("refused: %s", outcome.message)
@@ -87,17 +89,12 @@ def refuse(message: str, title: str = "Cannot use this input") -> gr.Error:
 
 @contextmanager
 def api_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
-    """Raise any error of the block as ``gr.Error`` with the message ``describe`` gives it."""
-    try:
+    """Raise any error of the block as ``gr.Error``, with the title and message (and the log line) that
+    ``caught`` gives the page."""
+    with caught(doing, paths) as failure:
         yield
-    except gr.Error:
-        raise
-    except GearboxError as exc:
-        raise refuse(*reversed(describe(exc, doing, paths))) from None
-    except Exception as exc:
-        log.exception("unexpected error while %s", doing)
-        title, message = describe(exc, doing, paths)
-        raise gr.Error(message, title=title, print_exception=False) from None
+    if failure:
+        raise gr.Error(failure.message, title=failure.title, print_exception=False)
 
 
 def tolerate_unreadable_images(component: gr.Image) -> gr.Image:

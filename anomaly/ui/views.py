@@ -68,19 +68,20 @@ def gauge(analysis: Analysis | None, thresholds: Thresholds) -> str:
     return plots.gauge_html(score, thresholds, familiar=familiar) + meaning
 
 
-def pictures(analysis: Analysis, params: FeatureParams, *, show_map: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The spectrogram (with the anomaly map when asked) and the score of each scored piece over time."""
-    spectrogram = plots.spectrogram_picture(
-        analysis.log_mel, params, analysis.anomaly_map if show_map else None
-    )
-    timeline = plots.window_timeline(
+def spectrogram(analysis: Analysis, params: FeatureParams, *, show_map: bool) -> np.ndarray:
+    """The spectrogram, with the anomaly map over it when asked."""
+    return plots.spectrogram_picture(analysis.log_mel, params, analysis.anomaly_map if show_map else None)
+
+
+def timeline(analysis: Analysis, params: FeatureParams) -> np.ndarray:
+    """The score of each scored piece over time, with the thresholds the analysis was decided by."""
+    return plots.window_timeline(
         analysis.window_times_s,
         analysis.window_scores,
         analysis.thresholds,
         analysis.window_seconds or params.window_seconds,
         familiar=analysis.familiar,
     )
-    return spectrogram, timeline
 
 
 # --- the numbers behind a verdict ------------------------------------------------------------------------
