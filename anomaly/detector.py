@@ -55,7 +55,7 @@ from anomaly.features import (
     window_starts,
     windows,
 )
-from anomaly.reference import Recipe, Reference, block_features, narrowing_note
+from anomaly.reference import Recipe, Reference, block_features
 from anomaly.scoring import Thresholds, percentile
 from anomaly.sound import Sound
 
@@ -92,6 +92,8 @@ class Analysis:
     # With ``explain``: the recording as scored (log-mel and waveform), to score it again against another
     # calibration without decoding it again.
     sound: Sound | None = field(default=None, repr=False)
+    # Set when the calibration rests on too few recordings to trust a NORMAL (also one of ``notes``).
+    caution: str | None = None
 
     def to_json(self) -> dict:
         """The CLI's and the API's plain-JSON view."""
@@ -508,8 +510,9 @@ class Detector:
         notes = list(notes)
         if self.reference is None and (note := padding_note(spec_db.shape[1], self.params)):
             notes.append(note)
-        if self.reference is not None and (note := narrowing_note(self.reference.normal_scores_)):
-            notes.append(note)
+        caution = self.reference.caution if self.reference is not None else None
+        if caution:
+            notes.append(caution)
         # Against the bundled model a score far beyond severe also speaks of another machine; against the
         # user's own normals it is a fault of that machine, so only the envelope counts there.
         ratio = score / self.thresholds.severe if self.calibration is None else 0.0
@@ -538,6 +541,7 @@ class Detector:
             compared_with=self.compared_with,
             window_seconds=self.piece_seconds(spec_db.shape[1]),
             sound=sound if explain else None,
+            caution=caution,
         )
 
     def piece_seconds(self, n_frames: int) -> float:

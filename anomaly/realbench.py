@@ -12,8 +12,8 @@ mean of the three worst sets (``worst3``), the worst set and the mean; the label
 often the machine's own new normals are called unfamiliar after adapting, and other machines' clips are not.
 
 With ``--candidates`` every candidate recipe is measured at the goal K in both passes and ranked by
-``select``: the mean of the three worst sets as recorded, then the same in the level-normalised pass, then
-the mean (each rounded, so that a difference of noise does not decide). The choice is checked by leaving
+``select``: the mean of the three worst sets, in the worse of the two passes; ties by the same mean in the
+level-normalised pass, then by the mean (each rounded, so that a difference of noise does not decide). The choice is checked by leaving
 each set out in turn (``leave_one_set_out``), and the report says which sets separate the candidates.
 
 Nothing here is random: the same files give the same numbers.
@@ -111,9 +111,10 @@ def _rank_key(
     level_table: Mapping[str, Mapping[str, float]] | None,
     exclude: str | None,
 ) -> tuple:
-    recorded = [v for s, v in table[candidate].items() if s != exclude]
-    level = [v for s, v in level_table[candidate].items() if s != exclude] if level_table else [0.0]
-    return (-round(worst3(recorded), 2), -round(worst3(level), 2), -round(float(np.mean(recorded)), 3), candidate)
+    recorded = worst3([v for s, v in table[candidate].items() if s != exclude])
+    level = worst3([v for s, v in level_table[candidate].items() if s != exclude]) if level_table else recorded
+    mean = float(np.mean([v for s, v in table[candidate].items() if s != exclude]))
+    return (-round(min(recorded, level), 2), -round(level, 2), -round(mean, 3), candidate)
 
 
 def select(
@@ -121,11 +122,13 @@ def select(
     level_table: Mapping[str, Mapping[str, float]] | None = None,
     exclude: str | None = None,
 ) -> str:
-    """The candidate with the best mean of its three worst sets (to 0.01), then the best such mean in the
-    level-normalised pass (``level_table``, to 0.01), then the best mean (to 0.001), then name; over all
-    sets but ``exclude``. ``table[candidate][set]`` is an AUC.
+    """The candidate with the best mean of its three worst sets, in the worse of the two passes (to 0.01);
+    ties: the same mean in the level-normalised pass (``level_table``, to 0.01), then the mean AUC as
+    recorded (to 0.001), then name; over all sets but ``exclude``. ``table[candidate][set]`` is an AUC.
 
-    Neither one odd set (the single worst) nor the easy sets (the mean) decide alone.
+    Neither one odd set (the single worst) nor the easy sets (the mean) decide alone, and a recipe that
+    hears only loudness cannot win on the recordings as they are: it has to hear the faults in both passes
+    (the goal is set for both). Without ``level_table`` the recordings as they are decide.
     """
     return min(table, key=lambda c: _rank_key(c, table, level_table, exclude))
 
@@ -348,8 +351,8 @@ def format_report(result: dict) -> str:
         table, level_table = cands["tables"]["recorded"], cands["tables"]["level"]
         lines += [
             "",
-            f"Candidates at the goal K ({len(table)}), top 12 by `select` (worst-3 mean as recorded, then "
-            f"level-normalised, then mean). Chosen: `{cands['chosen']}`.",
+            f"Candidates at the goal K ({len(table)}), top 12 by `select` (mean of the three worst sets in the "
+            f"worse pass, then level-normalised, then mean). Chosen: `{cands['chosen']}`.",
             "",
             "| recipe | " + " | ".join(names) + " | worst 3 | worst 3 (level) | mean |",
             "|---|" + "---|" * (len(names) + 3),

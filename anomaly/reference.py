@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
@@ -96,6 +97,15 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
         return cls(tuple(data["blocks"]), str(data["distance"]), str(data["fusion"]))
+
+    @classmethod
+    def parse(cls, name: str) -> Recipe:
+        """The recipe named ``"blocks+... / distance / fusion"`` (``Recipe.name``); ValueError if it names
+        none."""
+        parts = [p.strip() for p in str(name).split("/")]
+        if len(parts) != 3:
+            raise ValueError(f"a recipe reads 'blocks / distance / fusion' (e.g. {cls().name!r}), not {name!r}")
+        return cls(tuple(b.strip() for b in parts[0].split("+") if b.strip()), parts[1], parts[2])
 
 
 def block_features(spec_db: np.ndarray, blocks: Sequence[str]) -> dict[str, np.ndarray]:
@@ -336,6 +346,11 @@ class Reference:
     @property
     def thresholds(self) -> Thresholds:
         return prediction_thresholds(self.normal_scores_)
+
+    @cached_property
+    def caution(self) -> str | None:
+        """What every verdict against this reference should say when it rests on too few clips."""
+        return narrowing_note(self.normal_scores_)
 
     # --- scoring --------------------------------------------------------------------------------
 

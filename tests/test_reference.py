@@ -223,14 +223,18 @@ def test_select_ranks_by_the_three_worst_sets_where_the_worst_and_the_mean_both_
     assert worst3(TABLE["steady"].values()) == pytest.approx((0.78 + 0.88 + 0.90) / 3)
 
 
-def test_select_breaks_ties_by_the_level_normalised_pass_then_the_mean():
-    recorded = {"loudness": {"a": 0.9, "b": 0.9, "c": 0.9}, "shape": {"a": 0.9, "b": 0.9, "c": 0.901}}
+def test_select_needs_both_passes_and_breaks_ties_by_the_level_pass_then_the_mean():
+    # Better as recorded, but it hears only loudness: with every clip at one level it fails.
+    recorded = {"loudness": {"a": 1.0, "b": 0.97, "c": 0.95}, "shape": {"a": 0.9, "b": 0.9, "c": 0.9}}
     level = {"loudness": {"a": 0.5, "b": 0.6, "c": 0.7}, "shape": {"a": 0.85, "b": 0.9, "c": 0.9}}
-    # Equal to 0.01 as recorded: the recipe that still hears with loudness taken away wins, even against a
-    # better mean.
-    recorded["loudness"]["c"] = 0.902
+    assert select(recorded) == "loudness"
     assert select(recorded, level) == "shape"
-    assert select(recorded) == "loudness"  # without a level pass, the mean decides
+    # Equal in the worse pass (to 0.01): the level pass decides, then the mean as recorded.
+    recorded = {"x": {"a": 0.80, "b": 0.90, "c": 0.90, "d": 1.0}, "y": {"a": 0.80, "b": 0.90, "c": 0.90, "d": 0.95}}
+    level = {"x": dict.fromkeys("abcd", 0.90), "y": dict.fromkeys("abcd", 0.92)}
+    assert select(recorded, level) == "y"
+    level["y"] = dict(level["x"])
+    assert select(recorded, level) == "x"
 
 
 def test_leave_one_set_out_reports_where_the_choice_would_have_failed():
