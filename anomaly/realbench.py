@@ -230,6 +230,28 @@ def evaluate(detector, data: LoadedSet, k: str, recipe: Recipe, pass_name: str, 
     return entry
 
 
+def candidate_auc(detector, data: LoadedSet, recipe: Recipe, pass_name: str, cache: dict) -> float:
+    """``evaluate(...)["auc"]`` at the set's goal K, faster for many recipes: the band check of each scored
+    clip (``Detector.shared_bands``, what an upload goes through first) depends on the calibration clips,
+    not on the recipe, so it runs once per set and pass (kept in ``cache``). The same numbers."""
+    sounds = data.sounds[pass_name]
+    split = split_fewshot(data.pool, data.labelled, data.real.goal_k, group_of=data.real.group_of())
+    calibration = detector.calibrate_specs([sounds[p] for p in split.calibration], recipe=recipe)
+    key = (data.real.name, pass_name)
+    if key not in cache:
+        adapted = detector.with_calibration(calibration)
+        heard = []
+        for p in split.scored:
+            log_mel, _, n_shared = adapted.shared_bands(sounds[p].log_mel, name=p.name)
+            top_hz = float(detector.band_hz[n_shared - 1]) if n_shared < detector.params.n_mels else None
+            heard.append((sounds[p].with_log_mel(log_mel), top_hz))
+        cache[key] = heard
+    reference = calibration.reference
+    scores = [float(reference.segment_scores(h, heard_hz=hz)[0].max()) for h, hz in cache[key]]
+    report = auc_report([parse_name(p) for p in split.scored], scores)
+    return float(next(v for d, v in report.items() if d != "mean")["auc"])
+
+
 def other_machines_flagged(adapted, data: LoadedSet, everything: Sequence[LoadedSet], pass_name: str) -> float:
     """Share of other machines' clips (``OTHER_MACHINE_CLIPS`` of each) a calibration calls unfamiliar."""
     flagged = []
@@ -286,10 +308,11 @@ def run(
     out = {"recipe": recipe.name, "passes": passes}
     if candidates:
         tables: dict[str, dict[str, dict[str, float]]] = {p: {} for p in PASSES}
+        heard: dict = {}
         for cand in candidate_recipes():
             for pass_name in PASSES:
                 tables[pass_name][cand.name] = {
-                    d.real.name: evaluate(detector, d, d.real.goal_k, cand, pass_name)["auc"] for d in loaded
+                    d.real.name: candidate_auc(detector, d, cand, pass_name, heard) for d in loaded
                 }
         table, level_table = tables["recorded"], tables["level"]
         chosen = select(table, level_table)

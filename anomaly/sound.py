@@ -80,6 +80,9 @@ class Sound:
     sr: int
     hop_length: int
     wave: np.ndarray | None = field(default=None, repr=False)
+    # Block vectors already computed, by (start, stop, block): a recording scored against several
+    # references (the benchmark's candidates, a calibration changed on the page) is summarised once.
+    _blocks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def has_wave(self) -> bool:
@@ -198,19 +201,24 @@ def mel_blocks(spec_db: np.ndarray, blocks: Sequence[str]) -> dict[str, np.ndarr
 
 
 def segment_blocks(sound: Sound, start: int, stop: int, blocks: Sequence[str]) -> dict[str, np.ndarray]:
-    """The vector of each block for log-mel frames ``[start, stop)`` of ``sound``.
+    """The vector of each block for log-mel frames ``[start, stop)`` of ``sound`` (kept with the sound).
 
     Blocks that need the waveform are left out when the sound has none.
     """
-    out = mel_blocks(sound.log_mel[:, start:stop], [b for b in blocks if b in MEL_BLOCKS])
-    if sound.has_wave:
-        if "fine" in blocks:
-            out["fine"] = _fine_block(sound, start, stop)
-        if "lines" in blocks:
-            out["lines"] = _lines_block(sound, start, stop)
-        if "timing" in blocks:
-            out["timing"] = _timing_block(sound, start, stop)
-    return out
+    cache = sound._blocks
+    missing = [b for b in blocks if (start, stop, b) not in cache]
+    if missing:
+        found = mel_blocks(sound.log_mel[:, start:stop], [b for b in missing if b in MEL_BLOCKS])
+        if sound.has_wave:
+            if "fine" in missing:
+                found["fine"] = _fine_block(sound, start, stop)
+            if "lines" in missing:
+                found["lines"] = _lines_block(sound, start, stop)
+            if "timing" in missing:
+                found["timing"] = _timing_block(sound, start, stop)
+        for block in missing:
+            cache[(start, stop, block)] = found.get(block)
+    return {b: cache[(start, stop, b)] for b in blocks if cache[(start, stop, b)] is not None}
 
 
 def block_hz(block: str, sound_sr: int, band_hz: np.ndarray) -> np.ndarray | None:
