@@ -314,17 +314,23 @@ def run(
                 tables[pass_name][cand.name] = {
                     d.real.name: candidate_auc(detector, d, cand, pass_name, heard) for d in loaded
                 }
-        table, level_table = tables["recorded"], tables["level"]
-        chosen = select(table, level_table)
-        out["candidates"] = {
-            "tables": tables,
-            "chosen": chosen,
-            "chosen_is_default": chosen == recipe.name,
-            "ranking": ranking(table, level_table),
-            "leave_one_set_out": leave_one_set_out(table, level_table),
-            "separating": {p: separating_sets(tables[p]) for p in PASSES},
-        }
+        out["candidates"] = candidates_summary(tables, recipe)
     return out
+
+
+def candidates_summary(tables: Mapping[str, Mapping[str, Mapping[str, float]]], recipe: Recipe) -> dict:
+    """The choice among candidates, from their AUC tables (``tables[pass][candidate][set]``): the chosen one,
+    the ranking, the leave-one-set-out check and which sets separate them."""
+    table, level_table = tables["recorded"], tables["level"]
+    chosen = select(table, level_table)
+    return {
+        "tables": tables,
+        "chosen": chosen,
+        "chosen_is_default": chosen == recipe.name,
+        "ranking": ranking(table, level_table),
+        "leave_one_set_out": leave_one_set_out(table, level_table),
+        "separating": {p: separating_sets(tables[p]) for p in PASSES},
+    }
 
 
 def format_report(result: dict) -> str:

@@ -2,28 +2,32 @@
 
 The bundled model knows only the synthetic gearbox it was trained on. Adapting to a real machine fits a
 ``Reference`` on a handful of its normal recordings instead, and that reference scores new recordings.
-It was chosen by measurement on seven real machines (``python -m anomaly realbench``, see
-``docs/real-benchmark.md``), picking by the worst machine, not the mean:
+Its recipe was chosen by measurement on eleven real machines (``python -m anomaly realbench --candidates``,
+``docs/real-benchmark.md``), by the mean of the three worst machines in the worse of two passes (as recorded,
+and with every clip at one level), not by the mean:
 
-- **Blocks.** Each segment of a recording (about as long as the calibration clips, at most 10 s) is
-  summarised from its log-mel power spectrogram by a few blocks: ``pmean`` (power averaged over the segment,
-  then in dB: loud events count, which a mean of decibels hides), ``dbmean`` (mean of the decibels),
-  ``dbstd`` (spread of each band over time), ``dbmax`` (loudest frame per band) and ``level`` (overall
-  power in dB). ``level`` depends on microphone gain and distance: record from the same spot with the same
-  gain.
+- **Blocks** (``anomaly.sound``). Each segment of a recording (about as long as the calibration clips, at
+  most 10 s) is summarised by a few blocks, all from one decode. From the log-mel: ``pmean`` (power averaged
+  over the segment, then dB), ``dbmean``, ``dbstd`` (spread of each band over time), ``dbmax`` (loudest
+  frame per band), ``level`` (overall power in dB). From the waveform: ``fine`` (mean power on a 3.9 Hz
+  grid), ``lines`` (the tonal lines of that grid) and ``timing`` (modulation spectra of broad band
+  envelopes). The default, ``dbstd + dbmax + timing``, hears how the bands move, their peaks and the
+  machine's rhythm; only ``dbmax`` moves with microphone gain.
 - **One distance per block, in the full standardised space.** Each block is standardised on the
-  calibration segments (spreads floored at ``STD_FLOOR`` of their median) and scored by a Ledoit-Wolf
-  Mahalanobis distance (``"mahalanobis"``) or by the distance to the nearest calibration segment
-  (``"nearest"``). No PCA cut: with ten clips a PCA keeps only the directions those clips span, and a new
-  anomaly lives in the others.
+  calibration segments (spreads floored at ``STD_FLOOR`` of their median) and scored by the distance to the
+  nearest calibration segment (``"nearest"``) or a Ledoit-Wolf Mahalanobis distance (``"mahalanobis"``). No
+  PCA cut: with ten clips a PCA keeps only the directions those clips span, and a new anomaly lives in the
+  others.
 - **Scores on one scale.** Each block's distance is divided by the mean distance of the calibration clips
   scored leave-one-clip-out, so 1.0 is a typical new normal clip in every block; the blocks are then
-  averaged (``"mean"``) or the largest is taken (``"max"``). A recording's score is the largest score of
+  averaged (``"mean"``), the largest is taken (``"max"``), or averaged with weights from how steady each
+  block was on the user's own clips (``"stable"``, the default). A recording's score is the largest score of
   its segments.
 - **Thresholds that admit how little they rest on.** From the leave-one-out scores of the calibration clips,
   log-normal upper prediction bounds (Student's t, ``sqrt(1 + 1/K)``, a spread pooled with a prior one):
   NEEDS MAINTENANCE above the bound one new normal clip in ten would pass, SEVERE ANOMALY above one in a
-  hundred. With three clips these bounds are wide, and they narrow as clips are added.
+  hundred. With three clips these bounds are wide, and they narrow as clips are added; below
+  ``NARROW_CLIPS`` every verdict says so (``Reference.caution``).
 
 Fitted state is plain arrays (``to_arrays`` / ``from_arrays``), saved in calibration files without
 pickle.
@@ -46,9 +50,9 @@ CLIP_BLOCKS = BLOCKS
 DISTANCES = ("mahalanobis", "nearest")
 FUSIONS = ("mean", "max", "stable")
 # Chosen by the mean of the three worst real machines (docs/real-benchmark.md).
-DEFAULT_BLOCKS = ("pmean", "dbmean", "level")
-DEFAULT_DISTANCE = "mahalanobis"
-DEFAULT_FUSION = "mean"
+DEFAULT_BLOCKS = ("dbstd", "dbmax", "timing")
+DEFAULT_DISTANCE = "nearest"
+DEFAULT_FUSION = "stable"
 # No spread is taken below this share of the block's median spread: a band that barely moved on a few
 # clips cannot blow rounding noise up into a score.
 STD_FLOOR = 0.1
