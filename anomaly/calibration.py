@@ -59,7 +59,10 @@ def fit_reference_calibration(
     n_clips = len(clips)
     check_clip_count(n_clips)
     params = bundle.params
-    reference = Reference(recipe, sr=params.sr, hop_length=params.hop_length).fit(clips)
+    try:
+        reference = Reference(recipe, sr=params.sr, hop_length=params.hop_length).fit(clips)
+    except ValueError as exc:  # copies of one recording, or a recipe that needs what the clips lack
+        raise CalibrationError("calibration", str(exc)) from None
     familiarity = ShapeFamiliarity(params.window_frames, USER_SPREAD_FLOOR_DB).fit(
         [reference.sound(c).log_mel for c in clips]
     )

@@ -66,6 +66,9 @@ PRIOR_DOF = 4
 # Spreads of a block's dimensions are never taken below this (dB) where most dimensions are still: the
 # ``lines`` block is 0 in every bin that holds no line, and a new line must count in dB, not in rounding.
 MIN_SCALE_DB = {"lines": 1.0}
+# A calibration clip scored against the others (leave one out) counts as at least this share of a typical
+# one: a clip uploaded twice scores 0 against its twin, and a log-normal bound cannot take a 0.
+LOO_FLOOR = 0.05
 # A calibration on fewer clips than this has wide thresholds, and the answer says so.
 NARROW_CLIPS = 10
 
@@ -321,7 +324,12 @@ class Reference:
             for i in range(len(sounds)):
                 held = groups == i
                 loo[j, i] = BlockDistance(self.recipe.distance, min_scale=min_scale).fit(X[~held]).score(X[held]).max()
+        if not (loo > 0).any(axis=1).all():
+            raise ValueError(
+                "the normal recordings are copies of each other; calibrate on different recordings of the machine"
+            )
         self.block_scales_ = np.maximum(loo.mean(axis=1), 1e-9)
+        loo = np.maximum(loo, LOO_FLOOR * self.block_scales_[:, None])
         # How steady each block is on the user's own normals (spread of its log leave-one-out scores,
         # pooled with the prior): the "stable" fusion trusts steady blocks more.
         logs = np.log(np.maximum(loo / self.block_scales_[:, None], 1e-9))

@@ -275,3 +275,17 @@ def test_a_quieter_top_band_is_scored_and_an_empty_one_refused(tiny_detector, ma
     narrow = librosa.resample(y, orig_sr=SR, target_sr=8000, res_type="soxr_hq")
     with pytest.raises(AudioInputError, match="carries sound only up to about"):
         adapted.analyze(write(tmp_path / "narrow.wav", narrow, 8000))
+
+
+def test_copies_of_one_recording_are_refused_with_one_sentence_and_a_twin_among_others_is_scored(
+    tiny_detector, machine_files
+):
+    from anomaly.errors import CalibrationError
+
+    normals, faults = machine_files
+    with pytest.raises(CalibrationError, match="copies of each other"):
+        tiny_detector.calibrate([normals[0]] * 3)
+    # One clip uploaded twice among others: its twin scores it 0, floored, and the thresholds stay finite.
+    cal = tiny_detector.calibrate([normals[0], normals[0], *normals[1:4]])
+    assert np.isfinite(cal.thresholds.severe) and cal.thresholds.maintenance < cal.thresholds.severe
+    assert tiny_detector.with_calibration(cal).analyze(faults[0]).label != "NORMAL"
