@@ -55,9 +55,9 @@ from anomaly.features import (
     window_starts,
     windows,
 )
-from anomaly.reference import Recipe, Reference, block_features
+from anomaly.reference import Recipe, Reference
 from anomaly.scoring import Thresholds, percentile
-from anomaly.sound import Sound
+from anomaly.sound import Sound, mel_blocks
 
 log = logging.getLogger("anomaly")
 
@@ -419,7 +419,7 @@ class Detector:
             # A real machine's own sound can lose a few dB at the top (a change of state): against a
             # user's reference only a codec-sized cliff counts as missing bands.
             profile = self.reference.spectrum_mean_
-            level = block_features(spec_db, ("pmean",))["pmean"]
+            level = mel_blocks(spec_db, ("pmean",))["pmean"]
             drop_db = REFERENCE_BAND_DROP_DB
         else:
             profile = self._norm_mean[:, 0]

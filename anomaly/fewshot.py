@@ -12,7 +12,7 @@ The protocol behind ``python -m anomaly evaluate DIR --fewshot K [K ...]``:
   (``Detector.calibrate_windows``), and AUC and pAUC are reported per domain as in ``auc_report``, each
   entry with ``n_calibration``, the number of clips that domain was calibrated on.
 
-Clips that cannot be read are left out of both sides with a warning, so K counts usable clips. Log-mels
+Clips that cannot be read are left out of both sides with a warning, so K counts usable clips. Sounds
 are cached per file (``cache``), so several K and recipes cost one pass over the audio.
 
 Examples
@@ -37,6 +37,7 @@ from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report, test_files
 from anomaly.features import windows
 from anomaly.reference import Recipe
+from anomaly.sound import Sound
 from anomaly.training import training_files
 
 if TYPE_CHECKING:
@@ -152,14 +153,15 @@ def split_fewshot(
     return FewshotSplit(k=k, calibration=tuple(calibration), scored=scored, n_calibration=counts)
 
 
-def load_log_mels(
+def load_sounds(
     detector: Detector,
     files: Iterable[Path],
     *,
-    cache: dict[Path, np.ndarray | AudioInputError] | None = None,
+    cache: dict[Path, Sound | AudioInputError] | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[Path, np.ndarray | AudioInputError]:
-    """Log-mel in dB of each file (or the reason it cannot be read), kept in ``cache``."""
+) -> dict[Path, Sound | AudioInputError]:
+    """The decoded ``Sound`` of each file (log-mel and waveform), or the reason it cannot be read, kept in
+    ``cache``."""
     cache = {} if cache is None else cache
     missing = [path for path in dict.fromkeys(Path(f) for f in files) if path not in cache]
     specs, _, errors = detector.window_files(missing, progress=progress)
@@ -221,7 +223,7 @@ def evaluate_fewshot(
     reference_recipe: Recipe | None = None,
     refit_standardizer: bool = True,
     n_components: int | None = None,
-    cache: dict[Path, np.ndarray | AudioInputError] | None = None,
+    cache: dict[Path, Sound | AudioInputError] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict]:
     """The few-shot protocol for each K on one folder: ``{K: auc_report with n_calibration}``.
@@ -233,7 +235,7 @@ def evaluate_fewshot(
         ``abnormal/`` folders.
     ks : numbers of clips per domain, ``"half"`` or ``"all"``.
     recipe, reference_recipe, refit_standardizer, n_components : see ``evaluate_split``.
-    cache : log-mels per file, filled on first use; pass the same dict to reuse them.
+    cache : decoded sounds per file, filled on first use; pass the same dict to reuse them.
 
     Raises
     ------
@@ -247,7 +249,7 @@ def evaluate_fewshot(
         raise AudioInputError(
             str(test_dir), "no labelled clips (names or folders must say normal or anomaly)"
         )
-    loaded = load_log_mels(detector, dict.fromkeys([*pool, *labelled]), cache=cache, progress=progress)
+    loaded = load_sounds(detector, dict.fromkeys([*pool, *labelled]), cache=cache, progress=progress)
     usable = [p for p in pool if not isinstance(loaded[p], AudioInputError)]
     scorable = [p for p in labelled if not isinstance(loaded[p], AudioInputError)]
     reports: dict[str, dict] = {}

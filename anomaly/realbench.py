@@ -33,7 +33,7 @@ import numpy as np
 from anomaly.dcase import parse_name
 from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report
-from anomaly.fewshot import load_log_mels, protocol_files, split_fewshot
+from anomaly.fewshot import load_sounds, protocol_files, split_fewshot
 from anomaly.reference import CLIP_BLOCKS, DISTANCES, FUSIONS, Recipe
 from anomaly.sound import Sound
 
@@ -187,7 +187,7 @@ def load_sets(detector, data_dir: Path, progress: Callable[[str], None] | None =
         if progress:
             progress(real.name)
         pool, labelled = protocol_files(folder)
-        loaded = load_log_mels(detector, dict.fromkeys([*pool, *labelled]))
+        loaded = load_sounds(detector, dict.fromkeys([*pool, *labelled]))
         ok = {p: s for p, s in loaded.items() if not isinstance(s, AudioInputError)}
         out.append(
             LoadedSet(

@@ -115,11 +115,6 @@ class Recipe:
         return cls(tuple(b.strip() for b in parts[0].split("+") if b.strip()), parts[1], parts[2])
 
 
-def block_features(spec_db: np.ndarray, blocks: Sequence[str]) -> dict[str, np.ndarray]:
-    """One vector per mel block for a log-mel segment ``(n_mels, frames)`` in dB (``sound.mel_blocks``)."""
-    return mel_blocks(spec_db, blocks)
-
-
 def segment_starts(n_frames: int, segment_frames: int) -> np.ndarray:
     """First frame of each segment: one segment for a recording no longer than ``segment_frames``, else
     segments every half segment plus one aligned with the end."""

@@ -33,7 +33,7 @@ from anomaly.dcase import parse_name  # noqa: E402
 from anomaly.detector import Detector  # noqa: E402
 from anomaly.embedding import CALIBRATION_RECIPE  # noqa: E402
 from anomaly.evaluation import auc_report  # noqa: E402
-from anomaly.fewshot import evaluate_fewshot, load_log_mels, protocol_files, score_clips, split_fewshot  # noqa: E402
+from anomaly.fewshot import evaluate_fewshot, load_sounds, protocol_files, score_clips, split_fewshot  # noqa: E402
 
 DATA = Path("/work/shared/data")
 MODEL = "model"  # stands for the bundle's own recipe in CANDIDATES
@@ -93,7 +93,7 @@ def data_sets(args: argparse.Namespace) -> list[dict]:
 def uncalibrated(detector: Detector, test_dir: Path, ks: list[str], cache: dict) -> dict[str, dict]:
     """The model as trained, scored on exactly the clips each K's protocol scores."""
     pool, labelled = protocol_files(test_dir)
-    load_log_mels(detector, dict.fromkeys([*pool, *labelled]), cache=cache)
+    load_sounds(detector, dict.fromkeys([*pool, *labelled]), cache=cache)
     pool = [p for p in pool if isinstance(cache[p], np.ndarray)]
     labelled = [p for p in labelled if isinstance(cache[p], np.ndarray)]
     out = {}
