@@ -298,6 +298,10 @@ def test_adapt_then_the_banner_then_a_reload_that_keeps_the_calibration(page, un
     expect(banner).to_contain_text(f"{len(scenario.normals)} normal recordings")
     expect(label).to_have_text(scenario.after)
     expect(page.locator("#compared-with")).to_contain_text(name)
+    # Fewer than 10 recordings: right under the verdict, the NORMAL is said to rest on little.
+    expect(page.locator("#compared-with")).to_contain_text(
+        f"Only {len(scenario.normals)} normal recordings were used to adapt"
+    )
     shot(page, tmp_path, "analyze-adapted")
 
     # The browser keeps the calibration: after a reload the banner is back and the verdict uses it.
