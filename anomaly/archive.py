@@ -689,10 +689,16 @@ WORKER_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_
 
 
 @contextmanager
-def dask_client(scheduler: str | None = None, *, workers: int | None = None, dashboard: bool = True):
+def dask_client(
+    scheduler: str | None = None, *, workers: int | None = None, dashboard: bool = True, quiet: bool = True
+):
     """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a ``LocalCluster`` of ``workers``
-    processes (default: one per core) with one thread each, closed afterwards."""
+    processes (default: one per core) with one thread each, closed afterwards. ``quiet``: Dask's own
+    notices of workers starting and stopping are not logged (they would bury the progress line)."""
     from distributed import Client, LocalCluster
+
+    if quiet:  # after the import: importing distributed sets its loggers' levels
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
     if scheduler:
         try:

@@ -234,17 +234,13 @@ def _score_archive(args: argparse.Namespace) -> int:
     from anomaly import archive
     from anomaly.detector import find_bundle
 
-    if not args.verbose:  # Dask's own start and stop notices would bury the progress line
-        import distributed  # noqa: F401 - sets its loggers' levels on import; ours must come after
-
-        logging.getLogger("distributed").setLevel(logging.WARNING)
     bundle = find_bundle(args.bundle)
     rules = archive.read_manifest(args.manifest) if args.manifest else []
     out = Path(args.out)
     csv_path = None
     if args.csv is not None:
         csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
-    with archive.dask_client(args.scheduler, workers=args.workers) as client:
+    with archive.dask_client(args.scheduler, workers=args.workers, quiet=not args.verbose) as client:
         link = archive.dashboard_link(client)
         workers = len(client.nthreads())
         where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else "a local Dask cluster"
@@ -446,7 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed and memory numbers on this machine")
     p.add_argument("--json", action="store_true", help="last line: the numbers as JSON")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (and fewer archive files)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=("engine", "live", "app", "archive"),
+        help="measure only these parts (default: all)",
+    )
     _add_model_args(p, thresholds=False, calibration=False)
     p.set_defaults(func=_bench)
     return parser
