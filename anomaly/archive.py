@@ -359,6 +359,12 @@ def worker_peak_rss_mb() -> float | None:
     return process_memory_mb(os.getpid(), "VmHWM")
 
 
+def worker_cpu_s() -> float:
+    """CPU seconds this process has used (for ``Client.run`` on every worker)."""
+    times = os.times()
+    return times.user + times.system
+
+
 def warm_up_worker(bundle_dir: str, model_sha: str, clip: str) -> bool:
     """Load this worker's model and score one clip (the benchmark times scoring, not start-up)."""
     score_files(bundle_dir, model_sha, None, None, [(clip, Path(clip).name)])

@@ -253,8 +253,10 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     }
 
 
-def measure_archive(bundle: str | None, clips: list[Path], work: Path) -> dict:
-    """``score-archive`` over ``clips`` on local clusters of 1 and 2 single-threaded worker processes."""
+def measure_archive(bundle: str | None, clips: list[Path], work: Path) -> tuple[dict, list[str]]:
+    """``score-archive`` over ``clips`` on local clusters of 1 and 2 single-threaded worker processes; the
+    numbers, and a note of the workers' CPU time per file and the load (a busy machine lends no second
+    core, whatever the code does)."""
     from anomaly import archive
     from anomaly.detector import find_bundle
 
@@ -262,19 +264,23 @@ def measure_archive(bundle: str | None, clips: list[Path], work: Path) -> dict:
     model = archive.model_sha256(loaded)
     root = clips[0].parent
     numbers: dict = {}
-    peaks = []
+    peaks, seen = [], []
     for workers in (1, 2):
         with archive.dask_client(None, workers=workers, dashboard=False) as client:
             client.run(archive.warm_up_worker, str(loaded.path), model, str(clips[0]))
             log.info("archive: %d files on %d worker process(es)", len(clips), workers)
+            cpu_before = sum(client.run(archive.worker_cpu_s).values())
             summary = archive.score_archive(root, work / f"scores_{workers}.parquet", client, bundle=loaded)
+            cpu = sum(client.run(archive.worker_cpu_s).values()) - cpu_before
             peaks.extend(v for v in client.run(archive.worker_peak_rss_mb).values() if v is not None)
         if summary.rows != len(clips) or summary.errors:
             raise RuntimeError(f"the archive run scored {summary.rows} rows with {summary.errors} errors")
         numbers[f"archive_files_per_s_{workers}"] = summary.files_per_s
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        seen.append(f"{workers} worker(s) {1000 * cpu / len(clips):.1f} ms (load average {load1:.1f})")
     numbers["archive_speedup"] = numbers["archive_files_per_s_2"] / numbers["archive_files_per_s_1"]
     numbers["archive_worker_rss_mb"] = max(peaks) if peaks else None
-    return numbers
+    return numbers, [f"archive: worker CPU time per file: {', '.join(seen)}"]
 
 
 # --- reporting ------------------------------------------------------------------------------------------
@@ -354,7 +360,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
             log.info("writing %d synthetic 10 s files for the archive", n_files)
             archive_clips = synth_clips(work / "archive", 20, n_files, sr)
             try:
-                numbers.update(measure_archive(bundle, archive_clips, work))
+                archive_numbers, archive_notes = measure_archive(bundle, archive_clips, work)
+                numbers.update(archive_numbers)
+                notes += archive_notes
                 notes.append(
                     f"archive: {n_files} files of 10 s; 100,000 such files take about "
                     + ", ".join(
