@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -205,7 +205,7 @@ class Choice:
 class CalibrationPlan:
     """Which calibration scores each file (``choice``), each calibration read and checked once."""
 
-    def __init__(self, root: Path, bundle: Bundle, rules: list[Rule] = ()):
+    def __init__(self, root: Path, bundle: Bundle, rules: Sequence[Rule] = ()):
         self.root = root
         self.bundle = bundle
         self.rules = list(rules)
@@ -240,8 +240,12 @@ class CalibrationPlan:
                 shown = path.relative_to(self.root).as_posix()
             except ValueError:
                 shown = str(path)
-            folder = path.parent.relative_to(self.root).as_posix() if not from_manifest else None
-            fallback = (folder if folder not in (None, ".") else self.root.name) if folder else path.stem
+            # Unnamed: a folder's own calibration is called after the folder, a manifest's after its file.
+            if from_manifest:
+                fallback = path.stem
+            else:
+                fallback = str(PurePosixPath(shown).parent)
+                fallback = self.root.name if fallback == "." else fallback
             try:
                 calibration = load_calibration(path, self.bundle)
                 sha = sha256_file(path)
@@ -544,7 +548,7 @@ def score_archive(
     client,
     *,
     bundle: Bundle,
-    rules: list[Rule] = (),
+    rules: Sequence[Rule] = (),
     csv_path: str | Path | None = None,
     files_per_task: int = FILES_PER_TASK,
     checkpoint_s: float = CHECKPOINT_S,
@@ -554,7 +558,7 @@ def score_archive(
 ) -> Summary:
     """Score every audio file below ``root`` that ``out`` does not hold yet on the Dask ``client``'s cluster,
     and write the table (see the module's docstring)."""
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -646,6 +650,23 @@ def score_archive(
             return True
         return False
 
+    def retry_one_by_one(choice: Choice, found: list[Found]) -> None:
+        """After a worker died on a task: each of its files alone, so that only the file that kills a
+        worker ends up as an error row."""
+        for f in found:
+            future = client.submit(
+                score_files,
+                str(bundle.path),
+                model,
+                choice.path,
+                choice.sha256,
+                [(f.path, f.rel)],
+                max_seconds,
+                pure=False,
+            )
+            in_flight[future] = (choice, [f])
+            flying.add(future)
+
     try:
         limit = _in_flight_limit(client)
         while len(in_flight) < limit and submit_next():
@@ -654,9 +675,23 @@ def score_archive(
             choice, found = in_flight.pop(future)
             try:
                 result = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died or the model failed to load there
-                problem = f"could not be scored: the worker failed ({type(exc).__name__}: {str(exc)[:300]})"
-                result = [{"error": problem}] * len(found)
+            except KilledWorker as exc:  # the worker process died (crashed, or out of memory) each time
+                if len(found) > 1:
+                    retry_one_by_one(choice, found)
+                    continue
+                log.debug("worker died: %s", exc)
+                problem = (
+                    "a worker process died each time it scored this file (a crash in a decoder, or more "
+                    "memory than a worker has: see --max-seconds)"
+                )
+                result = [{"error": problem}]
+            except GearboxError:  # the worker's model or a calibration is not the one checked here
+                raise
+            except Exception as exc:  # noqa: BLE001 - the same on every task: stop rather than fill the table
+                raise ClusterError(
+                    f"the workers cannot score ({type(exc).__name__}: {str(exc)[:500]}); is this project "
+                    "installed on every worker?"
+                ) from None
             record(rows_of(choice, found, result))
             future.release()
             while len(in_flight) < limit and submit_next():

@@ -234,6 +234,8 @@ def _score_archive(args: argparse.Namespace) -> int:
     from anomaly import archive
     from anomaly.detector import find_bundle
 
+    if not Path(args.root).is_dir():  # before a cluster is started for nothing
+        raise AudioInputError(args.root, "no such folder")
     bundle = find_bundle(args.bundle)
     rules = archive.read_manifest(args.manifest) if args.manifest else []
     out = Path(args.out)
@@ -244,7 +246,13 @@ def _score_archive(args: argparse.Namespace) -> int:
         link = archive.dashboard_link(client)
         workers = len(client.nthreads())
         where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else "a local Dask cluster"
-        log.info("scoring on %s: %d workers%s", where, workers, f", dashboard {link}" if link else "")
+        log.info(
+            "scoring on %s: %d worker%s%s",
+            where,
+            workers,
+            "" if workers == 1 else "s",
+            f", dashboard {link}" if link else "",
+        )
         summary = archive.score_archive(
             args.root,
             out,
