@@ -322,6 +322,35 @@ def test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones(archive, 
     assert after.loc["rec_001.wav", "mtime_ns"] == changed.stat().st_mtime_ns
 
 
+def test_an_unusable_calibration_makes_error_rows_and_the_rest_is_scored(archive, scheduler, tmp_path):
+    root = tmp_path / "plant"
+    for folder in ("good", "broken"):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            sf.write(root / folder / f"r{i}.wav", _clip(300 + i), SR, subtype="PCM_16")
+    (root / "broken/calibration.npz").write_bytes(b"PK\x03\x04 not a calibration")
+    out = tmp_path / "scores.parquet"
+    args = [
+        "score-archive",
+        str(root),
+        "--out",
+        str(out),
+        "--bundle",
+        str(archive.bundle),
+        "--scheduler",
+        scheduler,
+    ]
+    numbers = summary(cli(*args))
+    assert (numbers["rows"], numbers["errors"]) == (6, 3)
+    rows = pq.read_table(out).to_pylist()
+    for row in rows:
+        if row["path"].startswith("broken/"):
+            assert row["error"].startswith("the calibration broken/calibration.npz cannot be used: "), row
+            assert row["score"] is None and row["calibration"] == "broken/calibration.npz"
+        else:
+            assert row["error"] is None and row["calibration"] == "bundled" and row["score"] > 0
+
+
 def _part_rows(out: Path) -> int:
     parts = out.with_name(out.name + ".parts")
     total = 0
