@@ -630,42 +630,22 @@ def score_archive(
         errors += failed
         shown.update(len(rows), failed)
 
+    def submit(choice: Choice, found: list[Found]) -> None:
+        files = [(f.path, f.rel) for f in found]
+        future = client.submit(
+            score_files, str(bundle.path), model, choice.path, choice.sha256, files, max_seconds, pure=False
+        )
+        in_flight[future] = (choice, found)
+        flying.add(future)
+
     def submit_next() -> bool:
         for choice, found in pending:
             if choice.problem:  # no worker needed: every file of an unusable calibration is an error row
                 record(rows_of(choice, found, [{"error": choice.problem}] * len(found)))
                 continue
-            future = client.submit(
-                score_files,
-                str(bundle.path),
-                model,
-                choice.path,
-                choice.sha256,
-                [(f.path, f.rel) for f in found],
-                max_seconds,
-                pure=False,
-            )
-            in_flight[future] = (choice, found)
-            flying.add(future)
+            submit(choice, found)
             return True
         return False
-
-    def retry_one_by_one(choice: Choice, found: list[Found]) -> None:
-        """After a worker died on a task: each of its files alone, so that only the file that kills a
-        worker ends up as an error row."""
-        for f in found:
-            future = client.submit(
-                score_files,
-                str(bundle.path),
-                model,
-                choice.path,
-                choice.sha256,
-                [(f.path, f.rel)],
-                max_seconds,
-                pure=False,
-            )
-            in_flight[future] = (choice, [f])
-            flying.add(future)
 
     try:
         limit = _in_flight_limit(client)
@@ -676,8 +656,9 @@ def score_archive(
             try:
                 result = future.result()
             except KilledWorker as exc:  # the worker process died (crashed, or out of memory) each time
-                if len(found) > 1:
-                    retry_one_by_one(choice, found)
+                if len(found) > 1:  # each file alone: only the one that kills a worker becomes an error row
+                    for f in found:
+                        submit(choice, [f])
                     continue
                 log.debug("worker died: %s", exc)
                 problem = (
