@@ -753,8 +753,13 @@ def dask_client(
         cluster.close()
 
 
-def dashboard_link(client) -> str | None:
-    """The Dask dashboard's address, when the scheduler serves one (it needs ``bokeh``)."""
+def dashboard_link(client, *, local: bool) -> str | None:
+    """The Dask dashboard's address when one is running. Without ``bokeh`` a scheduler serves only a page
+    asking for it: a local cluster's link is then left out (a remote scheduler may well have it)."""
+    import importlib.util
+
+    if local and importlib.util.find_spec("bokeh") is None:
+        return None
     try:
         if "dashboard" not in client.scheduler_info().get("services", {}):
             return None

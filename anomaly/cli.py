@@ -243,7 +243,7 @@ def _score_archive(args: argparse.Namespace) -> int:
     if args.csv is not None:
         csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
     with archive.dask_client(args.scheduler, workers=args.workers, quiet=not args.verbose) as client:
-        link = archive.dashboard_link(client)
+        link = archive.dashboard_link(client, local=not args.scheduler)
         workers = len(client.nthreads())
         where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else "a local Dask cluster"
         log.info(
