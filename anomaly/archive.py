@@ -717,6 +717,8 @@ def dask_client(
     """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a ``LocalCluster`` of ``workers``
     processes (default: one per core) with one thread each, closed afterwards. ``quiet``: Dask's own
     notices of workers starting and stopping are not logged (they would bury the progress line)."""
+    import importlib.util
+
     from distributed import Client, LocalCluster
 
     if quiet:  # after the import: importing distributed sets its loggers' levels
@@ -742,7 +744,8 @@ def dask_client(
         n_workers=workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":8787" if dashboard else None,
+        # Without bokeh the dashboard's port would serve only a page asking for it.
+        dashboard_address=":8787" if dashboard and importlib.util.find_spec("bokeh") else None,
         silence_logs=logging.ERROR,
         env=WORKER_ENV,
     )
