@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -647,7 +648,8 @@ def score_archive(
             return True
         return False
 
-    try:
+    def collect(stop: threading.Event) -> None:
+        """Keep a few tasks per worker in flight and record each one's rows as it finishes."""
         limit = _in_flight_limit(client)
         while len(in_flight) < limit and submit_next():
             pass
@@ -675,12 +677,22 @@ def score_archive(
                 ) from None
             record(rows_of(choice, found, result))
             future.release()
+            if stop.is_set():
+                raise KeyboardInterrupt
             while len(in_flight) < limit and submit_next():
                 pass
+
+    try:
+        with _stop_on_signal() as stop:
+            collect(stop)
+    except KeyboardInterrupt:
+        table.flush()
+        log.warning("stopped: the %d files scored are kept beside %s; the same command goes on", scored, out)
+        raise
     finally:
         for future in in_flight:
             future.cancel()
-        table.flush()  # an interrupted run keeps every row it received
+        table.flush()  # a stopped or failed run keeps every row it received
     seconds = time.monotonic() - started
     shown.update(0, 0, final=True)
     rows = table.finish(present, Path(csv_path) if csv_path else None)
@@ -694,6 +706,36 @@ def score_archive(
         seconds=seconds,
         files_per_s=scored / seconds if seconds > 0 else 0.0,
     )
+
+
+@contextmanager
+def _stop_on_signal():
+    """Ctrl-C (SIGINT) or SIGTERM stops the run when the next task finishes, so that it never breaks off
+    inside Dask; a second Ctrl-C stops it at once. Yields the event that says a stop was asked for."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def asked(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        log.warning("stopping when the next task finishes (Ctrl-C again to stop at once)")
+
+    previous = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook for the local cluster's worker processes: Ctrl-C on a terminal reaches every
+    process of the group; the command stops its workers itself, cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _in_flight_limit(client) -> int:
@@ -722,7 +764,7 @@ def dask_client(
     from distributed import Client, LocalCluster
 
     if quiet:  # after the import: importing distributed sets its loggers' levels
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed").setLevel(logging.ERROR)
 
     if scheduler:
         try:
@@ -748,6 +790,7 @@ def dask_client(
         dashboard_address=":8787" if dashboard and importlib.util.find_spec("bokeh") else None,
         silence_logs=logging.ERROR,
         env=WORKER_ENV,
+        preload=["anomaly.archive"],  # its dask_setup: workers leave Ctrl-C to the command
     )
     try:
         with Client(cluster) as client:
