@@ -786,8 +786,9 @@ def dask_client(
         n_workers=workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,
-        # Without bokeh the dashboard's port would serve only a page asking for it.
-        dashboard_address=":8787" if dashboard and importlib.util.find_spec("bokeh") else None,
+        # Without bokeh the dashboard would only ask for it: no need to take the usual port (any port will do
+        # for the scheduler's own HTTP routes).
+        dashboard_address=":8787" if dashboard and importlib.util.find_spec("bokeh") else ":0",
         silence_logs=logging.ERROR,
         env=WORKER_ENV,
         preload=["anomaly.archive"],  # its dask_setup: workers leave Ctrl-C to the command
