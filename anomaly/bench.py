@@ -9,6 +9,10 @@ mel_floor_ms_p50
     Decode and log-mel alone (``log_mel_file``): the part of the core path no model change can remove.
 batch_clips_per_s
     200 clips through ``Detector.analyze_many`` (threaded decoding, the network in large batches).
+adapted_score_ms_p50, calibrate_10_s
+    After adapting (``Detector.calibrate`` on 10 clips, with the default reference recipe): one 10 s clip
+    through ``Detector.analyze`` (decode, log-mel, the reference's blocks at every resolution, score), and
+    the calibration itself.
 api_score_ms_p50, api_analyze_ms_p50, api_noop_ms_p50
     Round trips through ``gradio_client`` to ``python app.py``, started here on a free loopback port:
     ``/score``, ``/analyze`` and ``/ping``, an endpoint that does nothing (the HTTP and queue floor; null
@@ -66,6 +70,8 @@ TARGETS: dict[str, tuple[str, float | None, str, str]] = {
     "mel_floor_ms_p50": ("", None, "ms", "decode + log-mel alone"),
     "core_vs_mel_floor": ("<=", 2.5, "x", "core p50 / log-mel floor p50"),
     "batch_clips_per_s": (">=", 200.0, "clips/s", "200 clips through analyze_many"),
+    "adapted_score_ms_p50": ("<=", 10.0, "ms", "one 10 s clip against a 10-clip calibration"),
+    "calibrate_10_s": ("<=", 2.0, "s", "calibrate on 10 clips of 10 s (decode included)"),
     "api_score_ms_p50": ("<=", 60.0, "ms", "/score through gradio_client"),
     "api_analyze_ms_p50": ("<=", 200.0, "ms", "/analyze (with pictures) through gradio_client"),
     "api_noop_ms_p50": ("", None, "ms", f"{NOOP_ENDPOINT}: the HTTP floor"),
@@ -90,6 +96,8 @@ JSON_KEYS = [
     "core_ms_p95",
     "mel_floor_ms_p50",
     "batch_clips_per_s",
+    "adapted_score_ms_p50",
+    "calibrate_10_s",
     "api_score_ms_p50",
     "api_analyze_ms_p50",
     "api_noop_ms_p50",
@@ -192,7 +200,13 @@ def measure_engine(bundle: str | None, clips: list[Path], *, quick: bool) -> tup
         started = time.perf_counter()
         results = detector.analyze_many(clips)
         rates.append(len(results) / (time.perf_counter() - started))
+    normals = [c for i, c in enumerate(clips) if i % 3 != 2][:10]
+    calibrate_s = timings_ms(lambda: detector.calibrate(normals), 3 if quick else 5, warmup=1) / 1000.0
+    adapted = detector.with_calibration(detector.calibrate(normals))
+    adapted_ms = timings_ms(lambda: adapted.analyze(clip), reps, warmup=5)
     numbers = {
+        "adapted_score_ms_p50": float(np.median(adapted_ms)),
+        "calibrate_10_s": float(np.median(calibrate_s)),
         "core_ms_p50": float(np.median(core)),
         "core_ms_p95": float(np.percentile(core, 95)),
         "mel_floor_ms_p50": float(np.median(floor)),

@@ -458,7 +458,7 @@ def _reference_calibration(name: str, arrays: dict, meta: dict, bundle: Bundle) 
         raise BundleError(f"{name}: this calibration was made with different preprocessing; calibrate again")
     try:
         recipe = Recipe.from_dict(meta["reference_recipe"])
-        reference = Reference.from_arrays(arrays, recipe, frame_seconds=bundle.params.frame_seconds)
+        reference = Reference.from_arrays(arrays, recipe, sr=bundle.params.sr, hop_length=bundle.params.hop_length)
         familiarity = Familiarity.from_arrays(arrays)
         thresholds = Thresholds.from_dict(meta["thresholds"])
         normal_scores = np.asarray(arrays["normal_scores"], dtype=np.float64)

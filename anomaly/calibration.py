@@ -21,9 +21,10 @@ import numpy as np
 from anomaly.bundle import CALIBRATION_FORMAT_VERSION, Bundle, Calibration
 from anomaly.embedding import CALIBRATION_STD_FLOOR, check_recipe, fit_standardizer, standardize
 from anomaly.errors import CalibrationError
-from anomaly.familiarity import USER_SPREAD_FLOOR_DB, Familiarity
+from anomaly.familiarity import USER_SPREAD_FLOOR_DB, ShapeFamiliarity
 from anomaly.reference import Recipe, Reference
 from anomaly.scoring import MahalanobisScorer, clip_folds, gamma_thresholds
+from anomaly.sound import Sound
 
 # Fewer user clips than this cannot give a spread for the thresholds.
 MIN_CALIBRATION_CLIPS = 3
@@ -46,19 +47,22 @@ def _now() -> str:
 
 
 def fit_reference_calibration(
-    clip_specs: Sequence[np.ndarray],
+    clips: Sequence[Sound | np.ndarray],
     bundle: Bundle,
     *,
     recipe: Recipe | None = None,
     skipped: Sequence[str] = (),
     name: str | None = None,
 ) -> Calibration:
-    """A reference calibration (format 3) from log-mels in dB of normal clips, one array per clip."""
-    n_clips = len(clip_specs)
+    """A reference calibration (format 3) from normal clips: ``Sound``s, or log-mels in dB (one array per
+    clip) for mel-block recipes."""
+    n_clips = len(clips)
     check_clip_count(n_clips)
     params = bundle.params
-    reference = Reference(recipe, frame_seconds=params.frame_seconds).fit(clip_specs)
-    familiarity = Familiarity(params.window_frames, USER_SPREAD_FLOOR_DB).fit(clip_specs)
+    reference = Reference(recipe, sr=params.sr, hop_length=params.hop_length).fit(clips)
+    familiarity = ShapeFamiliarity(params.window_frames, USER_SPREAD_FLOOR_DB).fit(
+        [reference.sound(c).log_mel for c in clips]
+    )
     meta = {
         "kind": "gearbox-sound-check calibration",
         "format_version": CALIBRATION_FORMAT_VERSION,

@@ -47,7 +47,9 @@ from anomaly.features import (
     fill_top_bands,
     image_to_log_mel,
     level_offset,
-    log_mel_file,
+    load_audio,
+    log_mel,
+    min_seconds,
     missing_top_bands,
     padding_note,
     window_starts,
@@ -55,6 +57,7 @@ from anomaly.features import (
 )
 from anomaly.reference import Recipe, Reference, block_features
 from anomaly.scoring import Thresholds, percentile
+from anomaly.sound import Sound
 
 log = logging.getLogger("anomaly")
 
@@ -86,6 +89,11 @@ class Analysis:
     compared_with: str = ""
     # Length of each scored piece (a model window, or a segment of the user's reference), in seconds.
     window_seconds: float = 0.0
+    # With ``explain``: the recording as scored (log-mel and waveform), to score it again against another
+    # calibration without decoding it again.
+    sound: Sound | None = field(default=None, repr=False)
+    # Set when the calibration rests on too few recordings to trust a NORMAL (also one of ``notes``).
+    caution: str | None = None
 
     def to_json(self) -> dict:
         """The CLI's and the API's plain-JSON view."""
@@ -286,11 +294,22 @@ class Detector:
 
     # --- the pipeline, step by step -------------------------------------------------------------------
 
+    def sound_of(self, source: str | Path | bytes, *, name: str | None = None, max_seconds=None) -> Sound:
+        """File (or bytes) -> waveform and log-mel in dB, with every input check: the one decode every
+        path takes (``anomaly.features``)."""
+        p = self.params
+        y = load_audio(source, p.sr, name=name, min_seconds=min_seconds(p), max_seconds=max_seconds)
+        return Sound(log_mel(y, p), p.sr, p.hop_length, y)
+
     def log_mel_of(
         self, source: str | Path | bytes, *, name: str | None = None, max_seconds=None
     ) -> np.ndarray:
         """File (or bytes) -> log-mel in dB, with every input check."""
-        return log_mel_file(source, self.params, name=name, max_seconds=max_seconds)
+        return self.sound_of(source, name=name, max_seconds=max_seconds).log_mel
+
+    def as_sound(self, spec_db: np.ndarray, wave: np.ndarray | None = None) -> Sound:
+        """A log-mel (and, when there is one, the waveform it came from) as a ``Sound``."""
+        return Sound(np.asarray(spec_db), self.params.sr, self.params.hop_length, wave)
 
     def model_input(self, windows_db: np.ndarray) -> np.ndarray:
         """Log-mel windows in dB -> the encoder's normalised input."""
@@ -340,8 +359,8 @@ class Detector:
         """Score one recording. ``explain`` adds the log-mel and the anomaly map for drawing."""
         started = time.perf_counter()
         label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
-        spec = self.log_mel_of(source, name=label, max_seconds=max_seconds)
-        return self.analyze_log_mel(spec, name=label, explain=explain, started=started)
+        sound = self.sound_of(source, name=label, max_seconds=max_seconds)
+        return self.analyze_sound(sound, name=label, explain=explain, started=started)
 
     def analyze_image(
         self, image: object, *, name: str = "image", explain: bool = False, max_seconds: float | None = None
@@ -355,11 +374,24 @@ class Detector:
     def analyze_log_mel(
         self, spec_db: np.ndarray, *, name: str, explain: bool = False, started: float | None = None
     ) -> Analysis:
+        """Score a log-mel with no waveform (a spectrogram image): see ``analyze_sound``."""
+        return self.analyze_sound(self.as_sound(spec_db), name=name, explain=explain, started=started)
+
+    def analyze_sound(
+        self, sound: Sound, *, name: str, explain: bool = False, started: float | None = None
+    ) -> Analysis:
+        """Band check, then the bundled model's windows or the user's reference, then the decision."""
         started = time.perf_counter() if started is None else started
+        spec_db = sound.log_mel
         heard, notes, n_shared = self.shared_bands(spec_db, name=name)
         if self.reference is not None:
-            scored = self._reference_scores(heard, explain)
-            return self._analysis(name, spec_db, *scored, explain, started, notes=notes, heard=heard)
+            scored = self._reference_scores(sound.with_log_mel(heard), n_shared, explain)
+            if self.reference.recipe.needs_wave and not sound.has_wave:
+                notes.append(
+                    "Scored from the spectrogram picture alone: the checks of fine frequency lines and of "
+                    "rhythm need the recording itself."
+                )
+            return self._analysis(name, spec_db, *scored, explain, started, notes=notes, heard=heard, sound=sound)
         w = self.model_windows(heard, n_shared, name=name)
         anomaly_map = None
         if explain:
@@ -378,6 +410,7 @@ class Detector:
             started,
             notes=notes,
             heard=heard,
+            sound=sound,
         )
 
     def shared_bands(self, spec_db: np.ndarray, *, name: str = "audio") -> tuple[np.ndarray, list[str], int]:
@@ -456,10 +489,13 @@ class Detector:
                 out[i] -= np.float32(offset)
         return out
 
-    def _reference_scores(self, spec_db: np.ndarray, explain: bool):
-        """Segment scores, first frames and (with ``explain``) the map, against the user's reference."""
-        scores, starts = self.reference.segment_scores(spec_db)
-        return scores, starts, (self.reference.anomaly_map(spec_db) if explain else None)
+    def _reference_scores(self, heard: Sound, n_shared: int, explain: bool):
+        """Segment scores, first frames and (with ``explain``) the map, against the user's reference.
+        Above the bands the recording shares with it (``n_shared``), fine and rhythm details count as
+        normal."""
+        heard_hz = float(self.band_hz[n_shared - 1]) if n_shared < self.params.n_mels else None
+        scores, starts = self.reference.segment_scores(heard, heard_hz=heard_hz)
+        return scores, starts, (self.reference.anomaly_map(heard.log_mel) if explain else None)
 
     @cached_property
     def band_hz(self) -> np.ndarray:
@@ -470,7 +506,7 @@ class Detector:
         return librosa.mel_frequencies(p.n_mels + 2, fmin=p.fmin, fmax=p.fmax or p.sr / 2)[1:-1]
 
     def _analysis(
-        self, name, spec_db, scores, starts, anomaly_map, explain, started, *, notes=(), heard=None
+        self, name, spec_db, scores, starts, anomaly_map, explain, started, *, notes=(), heard=None, sound=None
     ) -> Analysis:
         """``spec_db`` is the recording's log-mel (what is drawn), ``heard`` the one scored (see
         ``shared_bands``; the same when no band was missing)."""
@@ -480,6 +516,9 @@ class Detector:
         notes = list(notes)
         if self.reference is None and (note := padding_note(spec_db.shape[1], self.params)):
             notes.append(note)
+        caution = self.reference.caution if self.reference is not None else None
+        if caution:
+            notes.append(caution)
         # Against the bundled model a score far beyond severe also speaks of another machine; against the
         # user's own normals it is a fault of that machine, so only the envelope counts there.
         ratio = score / self.thresholds.severe if self.calibration is None else 0.0
@@ -507,6 +546,8 @@ class Detector:
             departures=departures,
             compared_with=self.compared_with,
             window_seconds=self.piece_seconds(spec_db.shape[1]),
+            sound=sound if explain else None,
+            caution=caution,
         )
 
     def piece_seconds(self, n_frames: int) -> float:
@@ -542,18 +583,18 @@ class Detector:
         *,
         max_seconds: float | None = None,
         workers: int | None = None,
-    ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, AudioInputError | None]]:
-        """``(index, log_mel, windows, error)`` of each file in order; a bad file yields its error.
+    ) -> Iterator[tuple[int, Sound | None, np.ndarray | None, AudioInputError | None]]:
+        """``(index, sound, windows, error)`` of each file in order; a bad file yields its error.
 
         Files are decoded and turned into log-mels by ``workers`` threads (default: one per CPU, at most
         4; libsndfile, FFmpeg, the FFT and numpy release the GIL), at most ``workers`` files ahead of the
         one handed out: memory holds a few files at a time, not the whole list.
         """
 
-        def prepare(f: str | Path) -> tuple[np.ndarray, np.ndarray] | AudioInputError:
+        def prepare(f: str | Path) -> tuple[Sound, np.ndarray] | AudioInputError:
             try:
-                spec = self.log_mel_of(f, name=Path(f).name, max_seconds=max_seconds)
-                return spec, windows(spec, self.params, name=Path(f).name)
+                sound = self.sound_of(f, name=Path(f).name, max_seconds=max_seconds)
+                return sound, windows(sound.log_mel, self.params, name=Path(f).name)
             except AudioInputError as exc:
                 return exc
 
@@ -576,11 +617,11 @@ class Detector:
         progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
         workers: int | None = None,
-    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], dict[int, AudioInputError]]:
-        """Log-mels and model windows of many files (``iter_windows``, kept); bad files are reported, not
-        raised. Returns per-file log-mels and windows (None for failed files) and ``{index: error}``.
+    ) -> tuple[list[Sound | None], list[np.ndarray | None], dict[int, AudioInputError]]:
+        """Sounds and model windows of many files (``iter_windows``, kept); bad files are reported, not
+        raised. Returns per-file sounds and windows (None for failed files) and ``{index: error}``.
         """
-        specs: list[np.ndarray | None] = []
+        specs: list[Sound | None] = []
         clip_windows: list[np.ndarray | None] = []
         errors: dict[int, AudioInputError] = {}
         for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
@@ -633,25 +674,20 @@ class Detector:
                 )
             group.clear()
 
-        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
-            if error is None:
-                try:
-                    heard, notes, n_shared = self.shared_bands(spec, name=name_of(i))
-                except AudioInputError as exc:
-                    error = exc
-            if error is not None:
-                results[i] = AudioInputError(name_of(i), error.problem)
-            elif self.reference is not None:
-                # The user's reference needs the log-mel only: no network pass.
-                scored = self._reference_scores(heard, False)
-                results[i] = self._analysis(
-                    name_of(i), spec, *scored, False, started, notes=notes, heard=heard
-                )
-            else:
-                clip = self.model_windows(heard, n_shared, name=name_of(i), cut=clip)
-                group.append((i, spec, heard, clip, notes))
-                if sum(len(g[3]) for g in group) >= BATCH_WINDOWS:
-                    score_group()
+        for i, sound, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+            try:
+                if error is not None:
+                    raise error
+                if self.reference is not None:  # the user's reference: no network pass, nothing to group
+                    results[i] = self.analyze_sound(sound, name=name_of(i), started=started)
+                else:
+                    heard, notes, n_shared = self.shared_bands(sound.log_mel, name=name_of(i))
+                    clip = self.model_windows(heard, n_shared, name=name_of(i), cut=clip)
+                    group.append((i, sound.log_mel, heard, clip, notes))
+                    if sum(len(g[3]) for g in group) >= BATCH_WINDOWS:
+                        score_group()
+            except AudioInputError as exc:
+                results[i] = AudioInputError(name_of(i), exc.problem)
             if progress:
                 progress(i + 1, len(files))
         if group:
@@ -682,14 +718,14 @@ class Detector:
         instead (calibration format 2): standardiser, PCA scorer and thresholds from k-fold held-out
         scores, with domains from DCASE names (source/target) or all ``"user"``.
         """
-        specs, clip_windows, errors = self.window_files(files, progress=progress, max_seconds=max_seconds)
+        sounds, clip_windows, errors = self.window_files(files, progress=progress, max_seconds=max_seconds)
         for i, err in errors.items():
             log.warning("skipping %s: %s", Path(files[i]).name, err.problem)
         kept = [i for i, w in enumerate(clip_windows) if w is not None]
         skipped = [str(Path(files[i]).name) for i in sorted(errors)]
         if recipe is None and refit_standardizer:
             calibration = self.calibrate_specs(
-                [specs[i] for i in kept], recipe=reference_recipe, skipped=skipped, name=name
+                [sounds[i] for i in kept], recipe=reference_recipe, skipped=skipped, name=name
             )
         else:
             domain_list = list(domains) if domains is not None else [_domain_of(f) for f in files]
@@ -713,14 +749,15 @@ class Detector:
 
     def calibrate_specs(
         self,
-        clip_specs: Sequence[np.ndarray],
+        clips: Sequence[Sound | np.ndarray],
         *,
         recipe: Recipe | None = None,
         skipped: Sequence[str] = (),
         name: str | None = None,
     ) -> Calibration:
-        """A reference calibration (format 3) from log-mels in dB of normal clips, one array per clip."""
-        return fit_reference_calibration(clip_specs, self.bundle, recipe=recipe, skipped=skipped, name=name)
+        """A reference calibration (format 3) from normal clips: ``Sound``s (or log-mels in dB, then with
+        mel blocks only)."""
+        return fit_reference_calibration(clips, self.bundle, recipe=recipe, skipped=skipped, name=name)
 
     def calibrate_windows(
         self,

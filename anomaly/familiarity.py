@@ -118,11 +118,72 @@ class Familiarity:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "familiar_") -> Familiarity | None:
-        """The familiarity stored in ``arrays``, or None when they hold none (older bundles)."""
+        """The familiarity stored in ``arrays``, or None when they hold none (older bundles); a user
+        calibration's ``ShapeFamiliarity`` when they hold its threshold."""
         if f"{prefix}mean" not in arrays:
             return None
+        if cls is Familiarity and f"{prefix}threshold" in arrays:
+            return ShapeFamiliarity.from_arrays(arrays, prefix)
         self = cls(int(arrays[f"{prefix}window_frames"]))
         self.mean_ = np.asarray(arrays[f"{prefix}mean"], np.float64)
         self.spread_ = np.asarray(arrays[f"{prefix}spread"], np.float64)
         self.domains_ = [str(d) for d in arrays[f"{prefix}domains"]]
+        return self
+
+
+# A user's clip is unfamiliar when its band shape departs from the calibration clips' by more than this many
+# times their own typical departure (each scored against the others, leave one out).
+SHAPE_FACTOR = 2.0
+# The typical leave-one-out departure is never taken below this (in spreads): clips that happen to agree
+# closely must not make every new take unfamiliar.
+SHAPE_FLOOR = 0.3
+
+
+def shape_departure(envelope_db: np.ndarray, mean_db: np.ndarray, spread_db: np.ndarray) -> float:
+    """Root-mean-square departure of a band envelope from a normal one, in normal spreads, after the overall
+    gain (the median difference) is taken away: another machine has another shape; the same machine
+    recorded louder or with a broadband fault keeps much of its own."""
+    d = np.asarray(envelope_db, np.float64) - mean_db
+    return float(np.sqrt(np.mean(np.square((d - np.median(d)) / spread_db))))
+
+
+class ShapeFamiliarity(Familiarity):
+    """Familiarity against a user's own normal clips (after adapting).
+
+    The bundled model's test (``Familiarity``) has fixed units, set on the synthetic corpus; a real machine's
+    own clips vary by machine, by take and by speed (a cycling machine's bands swing by 10 dB). So here the
+    unit comes from the user's clips: each calibration clip's ``shape_departure`` from the others (leave one
+    out), and a new clip is unfamiliar beyond ``SHAPE_FACTOR`` times their mean (at least ``SHAPE_FLOOR``).
+    Measured on eleven real machines (``python -m anomaly realbench``, docs/real-benchmark.md).
+    """
+
+    def fit(self, clip_specs: Sequence[np.ndarray], domains: Sequence[str] | None = None) -> ShapeFamiliarity:
+        super().fit(clip_specs)
+        specs = [np.asarray(s, np.float64) for s in clip_specs]
+        loo = []
+        for i, spec in enumerate(specs):
+            others = Familiarity(self.window_frames, self.spread_floor_db).fit(specs[:i] + specs[i + 1 :])
+            loo.append(shape_departure(spec.mean(axis=1), others.mean_[0], others.spread_[0]))
+        self.threshold_ = SHAPE_FACTOR * max(float(np.mean(loo)), SHAPE_FLOOR)
+        return self
+
+    def statistic(self, spec_db: np.ndarray) -> float:
+        """The clip's shape departure over the threshold (above 1: unfamiliar)."""
+        envelope = np.asarray(spec_db, np.float64).mean(axis=1)
+        return shape_departure(envelope, self.mean_[0], self.spread_[0]) / self.threshold_
+
+    def is_familiar(self, spec_db: np.ndarray, score_ratio: float = 0.0) -> bool:
+        """Against the user's own normals a high score is a fault of that machine: only the shape counts."""
+        return self.statistic(spec_db) <= 1.0
+
+    def to_arrays(self, prefix: str = "familiar_") -> dict[str, np.ndarray]:
+        return super().to_arrays(prefix) | {f"{prefix}threshold": np.asarray(self.threshold_)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "familiar_") -> ShapeFamiliarity:
+        self = cls(int(arrays[f"{prefix}window_frames"]))
+        self.mean_ = np.asarray(arrays[f"{prefix}mean"], np.float64)
+        self.spread_ = np.asarray(arrays[f"{prefix}spread"], np.float64)
+        self.domains_ = [str(d) for d in arrays[f"{prefix}domains"]]
+        self.threshold_ = float(arrays[f"{prefix}threshold"])
         return self

@@ -88,9 +88,31 @@ def protocol_files(test_dir: str | Path) -> tuple[list[Path], list[Path]]:
     return pool, labelled
 
 
-def split_fewshot(pool: Sequence[Path], labelled: Sequence[Path], k: str | int) -> FewshotSplit:
+def spread_order(n: int) -> list[int]:
+    """``range(n)`` in farthest-first order from 0 (ties: the lower index): 0, n-1, the middle, ...
+
+    Calibration groups taken in this order cover the whole range (of speeds, or of takes in time) with
+    few of them, so the groups left to score lie between calibrated ones.
+    """
+    order = [0] if n else []
+    while len(order) < n:
+        gaps = [min(abs(i - j) for j in order) for i in range(n)]
+        order.append(int(np.argmax(gaps)))
+    return order
+
+
+def split_fewshot(
+    pool: Sequence[Path],
+    labelled: Sequence[Path],
+    k: str | int,
+    *,
+    group_of: Callable[[Path], str] | None = None,
+) -> FewshotSplit:
     """Calibrate on the first K normals of each domain in ``pool`` (by file name); score the rest.
 
+    With ``group_of`` (a clip's take or speed, read from its name), calibration clips are taken group by
+    group in ``spread_order`` (all of a group's clips in name order before the next group), and no clip of
+    a calibration group is scored: calibration and scored clips then never come from the same take or speed.
     A domain with fewer than K normals is calibrated on all of them, with a warning.
     """
     k = parse_k(k)
@@ -101,6 +123,10 @@ def split_fewshot(pool: Sequence[Path], labelled: Sequence[Path], k: str | int) 
     counts: dict[str, int] = {}
     for domain in sorted(by_domain):
         group = sorted(by_domain[domain], key=lambda p: (p.name, str(p)))
+        if group_of is not None:
+            keys = sorted({group_of(p) for p in group})
+            ranked = {keys[i]: r for r, i in enumerate(spread_order(len(keys)))}
+            group.sort(key=lambda p: ranked[group_of(p)])  # stable: name order within a group
         if k == "all":
             n = len(group)
         elif k == "half":
@@ -117,7 +143,12 @@ def split_fewshot(pool: Sequence[Path], labelled: Sequence[Path], k: str | int) 
         calibration += group[:n]
         counts[domain] = min(n, len(group))
     chosen = {p.resolve() for p in calibration}
-    scored = tuple(Path(p) for p in labelled if Path(p).resolve() not in chosen)
+    taken = {group_of(p) for p in calibration} if group_of is not None else set()
+    scored = tuple(
+        Path(p)
+        for p in labelled
+        if Path(p).resolve() not in chosen and (group_of is None or group_of(Path(p)) not in taken)
+    )
     return FewshotSplit(k=k, calibration=tuple(calibration), scored=scored, n_calibration=counts)
 
 
@@ -139,10 +170,10 @@ def load_log_mels(
     return cache
 
 
-def score_clips(detector: Detector, files: Sequence[Path], specs_by_file: dict) -> np.ndarray:
+def score_clips(detector: Detector, files: Sequence[Path], sounds_by_file: dict) -> np.ndarray:
     """Clip scores of ``files`` under ``detector``'s active calibration, through the path a user's upload
-    takes (``Detector.analyze_log_mel``: band check, windows or reference segments, score)."""
-    return np.array([detector.analyze_log_mel(specs_by_file[Path(f)], name=Path(f).name).score for f in files])
+    takes (``Detector.analyze_sound``: band check, windows or reference segments, score)."""
+    return np.array([detector.analyze_sound(sounds_by_file[Path(f)], name=Path(f).name).score for f in files])
 
 
 def evaluate_split(
@@ -167,7 +198,7 @@ def evaluate_split(
         )
     else:
         calibration = detector.calibrate_windows(
-            [windows(specs_by_file[p], detector.params) for p in split.calibration],
+            [windows(specs_by_file[p].log_mel, detector.params) for p in split.calibration],
             [parse_name(p).domain for p in split.calibration],
             recipe=recipe,
             refit_standardizer=refit_standardizer,

@@ -205,9 +205,10 @@ class LiveSession:
         y = resample(raw, self.sr, p.sr) if self.sr != p.sr else raw
         y = y[-self._extent :]
         first = (self._guard + p.n_fft // 2) // p.hop_length  # first frame clear of the guard
-        spec = log_mel(y, p)[:, first : first + self._frames]
+        spec = np.ascontiguousarray(log_mel(y, p)[:, first : first + self._frames])
+        wave = y[first * p.hop_length : (first + self._frames) * p.hop_length]
         try:
-            analysis = detector.analyze_log_mel(np.ascontiguousarray(spec), name="microphone")
+            analysis = detector.analyze_sound(detector.as_sound(spec, wave), name="microphone")
         except AudioInputError as exc:  # e.g. a phone line's 8 kHz: too little of the band to score
             return LiveReading(now, problem=exc.problem[:1].upper() + exc.problem[1:] + ".")
         return LiveReading(now, score=float(analysis.score), label=analysis.label, familiar=analysis.familiar)

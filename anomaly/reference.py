@@ -33,17 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
 
 from anomaly.scoring import Thresholds
+from anomaly.sound import BLOCKS, WAVE_BLOCKS, Sound, block_hz, mel_blocks, segment_blocks
 
-CLIP_BLOCKS = ("pmean", "dbmean", "dbstd", "dbmax", "level")
+CLIP_BLOCKS = BLOCKS
 DISTANCES = ("mahalanobis", "nearest")
-FUSIONS = ("mean", "max")
-# Chosen by the worst real machine at the benchmark's K (docs/real-benchmark.md).
+FUSIONS = ("mean", "max", "stable")
+# Chosen by the mean of the three worst real machines (docs/real-benchmark.md).
 DEFAULT_BLOCKS = ("pmean", "dbmean", "level")
 DEFAULT_DISTANCE = "mahalanobis"
 DEFAULT_FUSION = "mean"
@@ -57,6 +59,11 @@ SEVERE_COVERAGE = 0.99
 # Prior spread of the log score of a new normal clip, worth PRIOR_DOF clips (see prediction_thresholds).
 PRIOR_LOG_SPREAD = 0.3
 PRIOR_DOF = 4
+# Spreads of a block's dimensions are never taken below this (dB) where most dimensions are still: the
+# ``lines`` block is 0 in every bin that holds no line, and a new line must count in dB, not in rounding.
+MIN_SCALE_DB = {"lines": 1.0}
+# A calibration on fewer clips than this has wide thresholds, and the answer says so.
+NARROW_CLIPS = 10
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,10 @@ class Recipe:
     def name(self) -> str:
         return f"{'+'.join(self.blocks)} / {self.distance} / {self.fusion}"
 
+    @property
+    def needs_wave(self) -> bool:
+        return any(b in WAVE_BLOCKS for b in self.blocks)
+
     def to_dict(self) -> dict:
         return {"blocks": list(self.blocks), "distance": self.distance, "fusion": self.fusion}
 
@@ -87,28 +98,19 @@ class Recipe:
     def from_dict(cls, data: dict) -> Recipe:
         return cls(tuple(data["blocks"]), str(data["distance"]), str(data["fusion"]))
 
+    @classmethod
+    def parse(cls, name: str) -> Recipe:
+        """The recipe named ``"blocks+... / distance / fusion"`` (``Recipe.name``); ValueError if it names
+        none."""
+        parts = [p.strip() for p in str(name).split("/")]
+        if len(parts) != 3:
+            raise ValueError(f"a recipe reads 'blocks / distance / fusion' (e.g. {cls().name!r}), not {name!r}")
+        return cls(tuple(b.strip() for b in parts[0].split("+") if b.strip()), parts[1], parts[2])
+
 
 def block_features(spec_db: np.ndarray, blocks: Sequence[str]) -> dict[str, np.ndarray]:
-    """One vector per block for a log-mel segment ``(n_mels, frames)`` in dB."""
-    db = np.asarray(spec_db, dtype=np.float64)
-    power = None
-    out: dict[str, np.ndarray] = {}
-    for block in blocks:
-        if block in ("pmean", "level") and power is None:
-            power = np.power(10.0, db / 10.0)
-        if block == "pmean":
-            out[block] = 10.0 * np.log10(power.mean(axis=1) + 1e-12)
-        elif block == "dbmean":
-            out[block] = db.mean(axis=1)
-        elif block == "dbstd":
-            out[block] = db.std(axis=1)
-        elif block == "dbmax":
-            out[block] = db.max(axis=1)
-        elif block == "level":
-            out[block] = np.array([10.0 * np.log10(power.sum(axis=0).mean() + 1e-12)])
-        else:
-            raise ValueError(f"unknown block {block!r}")
-    return out
+    """One vector per mel block for a log-mel segment ``(n_mels, frames)`` in dB (``sound.mel_blocks``)."""
+    return mel_blocks(spec_db, blocks)
 
 
 def segment_starts(n_frames: int, segment_frames: int) -> np.ndarray:
@@ -124,19 +126,27 @@ def segment_starts(n_frames: int, segment_frames: int) -> np.ndarray:
 
 
 def segment_features(
-    spec_db: np.ndarray, segment_frames: int, blocks: Sequence[str]
+    sound: Sound, segment_frames: int, blocks: Sequence[str]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Block features of each segment of one log-mel: ``({block: (n_segments, dim)}, starts)``."""
-    starts = segment_starts(spec_db.shape[1], segment_frames)
-    per = [block_features(spec_db[:, s : s + segment_frames], blocks) for s in starts]
-    return {b: np.stack([p[b] for p in per]) for b in blocks}, starts
+    """Block features of each segment of one sound: ``({block: (n_segments, dim)}, starts)``; blocks the
+    sound cannot give (no waveform) are absent."""
+    starts = segment_starts(sound.n_frames, segment_frames)
+    per = [segment_blocks(sound, s, s + segment_frames, blocks) for s in starts]
+    return {b: np.stack([p[b] for p in per]) for b in per[0]}, starts
 
 
 class BlockDistance:
-    """Distance of one block's vectors to the calibration vectors, in the standardised space."""
+    """Distance of one block's vectors to the calibration vectors, in the standardised space.
 
-    def __init__(self, distance: str = DEFAULT_DISTANCE):
+    ``"mahalanobis"``: Ledoit-Wolf shrinkage covariance of the standardised calibration vectors (centred on
+    their mean): a dense precision when there are more vectors than dimensions, else its low-rank Woodbury
+    form (the same distances).
+    ``"nearest"``: distance to the nearest calibration vector.
+    """
+
+    def __init__(self, distance: str = DEFAULT_DISTANCE, *, min_scale: float = 1e-6):
         self.distance = distance
+        self.min_scale = float(min_scale)
 
     def fit(self, X: np.ndarray) -> BlockDistance:
         X = np.asarray(X, dtype=np.float64)
@@ -145,17 +155,32 @@ class BlockDistance:
         floor = STD_FLOOR * float(np.median(spread)) if spread.size else 0.0
         # A block that did not move at all (one calibration segment, or one-dimensional level on
         # identical clips) still needs a unit: 0.5 dB, about what a clip-to-clip change is worth.
-        self.scale_ = np.maximum(spread, max(floor, 0.5 if len(X) < 2 else 1e-6))
+        self.scale_ = np.maximum(spread, max(floor, 0.5 if len(X) < 2 else self.min_scale))
         Z = (X - self.mean_) / self.scale_
+        self.precision_ = np.zeros((0, 0))
+        self.inner_ = np.zeros((0, 0))
+        self.lowrank_ = np.zeros(0)
+        self.references_ = np.zeros((0, Z.shape[1]))
         if self.distance == "nearest":
             self.references_ = Z
-            self.precision_ = np.zeros((0, 0))
+        elif len(Z) < 2:
+            self.precision_ = np.eye(Z.shape[1])
+        elif len(Z) > Z.shape[1]:
+            self.precision_ = LedoitWolf(assume_centered=True).fit(Z).get_precision()
         else:
-            self.references_ = np.zeros((0, Z.shape[1]))
-            if len(Z) >= 2:
-                self.precision_ = LedoitWolf(assume_centered=True).fit(Z).get_precision()
-            else:
-                self.precision_ = np.eye(Z.shape[1])
+            # Fewer vectors than dimensions (the usual case: a few clips, 128 bands or a 2049-bin fine
+            # spectrum). Sklearn's Ledoit-Wolf covariance is Sigma = a I + b Z'Z with a = shrinkage * mu and
+            # b = (1 - shrinkage) / n; by Woodbury its inverse needs only the n x n inner matrix: the same
+            # distances as the dense precision, without a d x d eigendecomposition per fit (33 MB and
+            # seconds for the fine spectrum) and without storing d x d numbers.
+            n, d = Z.shape
+            shrinkage = float(ledoit_wolf_shrinkage(Z, assume_centered=True))
+            mu = float(np.square(Z).sum() / (n * d))
+            a = max(shrinkage * mu, 1e-9 * max(mu, 1e-12))
+            b = (1.0 - shrinkage) / n
+            self.references_ = Z
+            self.lowrank_ = np.array([a, b])
+            self.inner_ = np.linalg.inv(np.eye(n) + (b / a) * (Z @ Z.T))
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -164,6 +189,10 @@ class BlockDistance:
         dim = Z.shape[1]
         if self.distance == "nearest":
             d2 = ((Z[:, None, :] - self.references_[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        elif self.lowrank_.size:
+            a, b = self.lowrank_
+            projected = Z @ self.references_.T
+            d2 = (Z * Z).sum(axis=1) / a - (b / a**2) * np.einsum("ij,jk,ik->i", projected, self.inner_, projected)
         else:
             d2 = np.einsum("ij,jk,ik->i", Z, self.precision_, Z)
         return np.sqrt(np.maximum(d2, 0.0) / dim)
@@ -174,6 +203,8 @@ class BlockDistance:
             f"{prefix}scale": self.scale_,
             f"{prefix}precision": self.precision_,
             f"{prefix}references": self.references_,
+            f"{prefix}inner": self.inner_,
+            f"{prefix}lowrank": self.lowrank_,
         }
 
     @classmethod
@@ -183,6 +214,9 @@ class BlockDistance:
         self.scale_ = np.asarray(arrays[f"{prefix}scale"], dtype=np.float64)
         self.precision_ = np.asarray(arrays[f"{prefix}precision"], dtype=np.float64)
         self.references_ = np.asarray(arrays[f"{prefix}references"], dtype=np.float64)
+        # Files written before the low-rank form hold only the dense precision.
+        self.inner_ = np.asarray(arrays.get(f"{prefix}inner", np.zeros((0, 0))), dtype=np.float64)
+        self.lowrank_ = np.asarray(arrays.get(f"{prefix}lowrank", np.zeros(0)), dtype=np.float64)
         return self
 
 
@@ -196,89 +230,163 @@ def prediction_thresholds(normal_scores: np.ndarray) -> Thresholds:
     disagree cannot give absurd ones; ``dof = K - 1 + PRIOR_DOF``. Few clips give wide thresholds, many
     give thresholds set by the clips themselves.
     """
+    return _bounds(normal_scores, None)
+
+
+def _bounds(normal_scores: np.ndarray, n_clips: int | None) -> Thresholds:
+    """``prediction_thresholds`` as if the same mean and spread had come from ``n_clips`` clips."""
     scores = np.asarray(normal_scores, dtype=np.float64)
     scores = scores[np.isfinite(scores) & (scores > 0)]
     if len(scores) < 2:
         raise ValueError("need scores of at least two normal clips to set thresholds")
     logs = np.log(scores)
     n = len(logs)
+    spread = float(np.sqrt(((n - 1) * logs.var(ddof=1) + PRIOR_DOF * PRIOR_LOG_SPREAD**2) / (n - 1 + PRIOR_DOF)))
+    n = n_clips or n
     dof = n - 1 + PRIOR_DOF
-    spread = float(np.sqrt(((n - 1) * logs.var(ddof=1) + PRIOR_DOF * PRIOR_LOG_SPREAD**2) / dof))
     width = spread * np.sqrt(1.0 + 1.0 / n)
     maintenance = float(np.exp(logs.mean() + stats.t.ppf(MAINTENANCE_COVERAGE, dof) * width))
     severe = float(np.exp(logs.mean() + stats.t.ppf(SEVERE_COVERAGE, dof) * width))
     return Thresholds(maintenance, severe, "lognormal prediction bound", MAINTENANCE_COVERAGE, SEVERE_COVERAGE)
 
 
+def narrowing_note(normal_scores: np.ndarray) -> str | None:
+    """What a calibration on fewer than ``NARROW_CLIPS`` clips should say with every verdict: its
+    thresholds are wide, and how far more recordings would bring them down (same spread, ``NARROW_CLIPS``
+    clips)."""
+    n = int(np.sum(np.isfinite(normal_scores) & (np.asarray(normal_scores) > 0)))
+    if n >= NARROW_CLIPS or n < 2:
+        return None
+    now, then = _bounds(normal_scores, None), _bounds(normal_scores, NARROW_CLIPS)
+    lower = 1.0 - then.maintenance / now.maintenance
+    return (
+        f"Only {n} normal recordings were used to adapt: the thresholds are wide, so a fault can still pass as "
+        f"NORMAL. With {NARROW_CLIPS - n} more ({NARROW_CLIPS} in all) the maintenance threshold would be about "
+        f"{lower:.0%} lower."
+    )
+
+
 class Reference:
-    """A user's normal recordings, as a scorer: ``fit`` on log-mels of normal clips, ``score`` new ones.
+    """A user's normal recordings, as a scorer: ``fit`` on sounds of normal clips, ``score`` new ones.
 
     Parameters
     ----------
     recipe : blocks, distance and fusion (``Recipe``); the default was chosen on real machines.
-    frame_seconds : seconds per log-mel frame (``FeatureParams.frame_seconds``).
+    sr, hop_length : the log-mel's sample rate and samples per frame (``FeatureParams``).
 
     Examples
     --------
-    >>> ref = Reference(frame_seconds=0.032).fit([spec1, spec2, spec3])  # doctest: +SKIP
-    >>> scores, starts = ref.segment_scores(spec_new)  # doctest: +SKIP
+    >>> ref = Reference(sr=16000, hop_length=512).fit([sound1, sound2, sound3])  # doctest: +SKIP
+    >>> scores, starts = ref.segment_scores(new_sound)  # doctest: +SKIP
     """
 
-    def __init__(self, recipe: Recipe | None = None, *, frame_seconds: float):
+    def __init__(self, recipe: Recipe | None = None, *, sr: int, hop_length: int):
         self.recipe = recipe or Recipe()
-        self.frame_seconds = float(frame_seconds)
+        self.sr = int(sr)
+        self.hop_length = int(hop_length)
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sr
+
+    def sound(self, clip: Sound | np.ndarray) -> Sound:
+        """A log-mel alone (a spectrogram image, or a caller with no waveform) as a ``Sound``."""
+        return clip if isinstance(clip, Sound) else Sound(np.asarray(clip), self.sr, self.hop_length)
 
     # --- fitting --------------------------------------------------------------------------------
 
-    def fit(self, clip_specs: Sequence[np.ndarray]) -> Reference:
-        """Fit on the log-mels (dB) of normal clips, one array ``(n_mels, frames)`` per clip."""
-        if len(clip_specs) < 2:
+    def fit(self, clips: Sequence[Sound | np.ndarray]) -> Reference:
+        """Fit on normal clips: ``Sound``s, or log-mels in dB (then only mel blocks can be used)."""
+        if len(clips) < 2:
             raise ValueError("need at least two normal clips to fit a reference")
-        frames = [s.shape[1] for s in clip_specs]
+        sounds = [self.sound(c) for c in clips]
+        blocks = self.recipe.blocks
+        if self.recipe.needs_wave and not all(s.has_wave for s in sounds):
+            raise ValueError(f"the recipe {self.recipe.name} needs the recordings, not only their log-mels")
+        frames = [s.n_frames for s in sounds]
         cap = max(1, int(round(MAX_SEGMENT_SECONDS / self.frame_seconds)))
         self.segment_frames_ = int(min(np.median(frames), cap))
-        blocks = self.recipe.blocks
-        per_clip = [segment_features(s, self.segment_frames_, blocks)[0] for s in clip_specs]
+        per_clip = [segment_features(s, self.segment_frames_, blocks)[0] for s in sounds]
         groups = np.concatenate([[i] * len(p[blocks[0]]) for i, p in enumerate(per_clip)])
         self.distances_: dict[str, BlockDistance] = {}
-        loo = np.zeros((len(blocks), len(clip_specs)))
+        loo = np.zeros((len(blocks), len(sounds)))
         for j, block in enumerate(blocks):
             X = np.concatenate([p[block] for p in per_clip])
-            self.distances_[block] = BlockDistance(self.recipe.distance).fit(X)
-            for i in range(len(clip_specs)):
+            min_scale = MIN_SCALE_DB.get(block, 1e-6)
+            self.distances_[block] = BlockDistance(self.recipe.distance, min_scale=min_scale).fit(X)
+            for i in range(len(sounds)):
                 held = groups == i
-                loo[j, i] = BlockDistance(self.recipe.distance).fit(X[~held]).score(X[held]).max()
+                loo[j, i] = BlockDistance(self.recipe.distance, min_scale=min_scale).fit(X[~held]).score(X[held]).max()
         self.block_scales_ = np.maximum(loo.mean(axis=1), 1e-9)
-        self.normal_scores_ = self._fuse(loo / self.block_scales_[:, None])
+        # How steady each block is on the user's own normals (spread of its log leave-one-out scores,
+        # pooled with the prior): the "stable" fusion trusts steady blocks more.
+        logs = np.log(np.maximum(loo / self.block_scales_[:, None], 1e-9))
+        n = len(sounds)
+        var = ((n - 1) * logs.var(axis=1, ddof=1) + PRIOR_DOF * PRIOR_LOG_SPREAD**2) / (n - 1 + PRIOR_DOF)
+        self.block_weights_ = (1.0 / var) / np.sum(1.0 / var)
+        self.normal_scores_ = self._fuse(loo / self.block_scales_[:, None], np.arange(len(blocks)))
         # The band a normal clip's spectrum spans, for the explanation and the familiarity check.
-        spectra = np.stack([block_features(s, ("pmean",))["pmean"] for s in clip_specs])
+        spectra = np.stack([mel_blocks(s.log_mel, ("pmean",))["pmean"] for s in sounds])
         self.spectrum_mean_ = spectra.mean(axis=0)
         self.spectrum_low_ = spectra.min(axis=0)
         self.spectrum_high_ = spectra.max(axis=0)
-        self.frame_spread_ = np.stack([np.asarray(s, np.float64).std(axis=1) for s in clip_specs]).mean(axis=0)
-        self.n_clips_ = len(clip_specs)
+        self.frame_spread_ = np.stack([np.asarray(s.log_mel, np.float64).std(axis=1) for s in sounds]).mean(axis=0)
+        self.n_clips_ = len(sounds)
         return self
 
-    def _fuse(self, normalised: np.ndarray) -> np.ndarray:
-        return normalised.mean(axis=0) if self.recipe.fusion == "mean" else normalised.max(axis=0)
+    def _fuse(self, normalised: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Fuse block scores (one row per block in ``rows``, each 1.0 for a typical new normal)."""
+        if self.recipe.fusion == "max":
+            return normalised.max(axis=0)
+        if self.recipe.fusion == "stable":
+            w = self.block_weights_[rows]
+            return (w[:, None] * normalised).sum(axis=0) / w.sum()
+        return normalised.mean(axis=0)
 
     @property
     def thresholds(self) -> Thresholds:
         return prediction_thresholds(self.normal_scores_)
 
+    @cached_property
+    def caution(self) -> str | None:
+        """What every verdict against this reference should say when it rests on too few clips."""
+        return narrowing_note(self.normal_scores_)
+
     # --- scoring --------------------------------------------------------------------------------
 
-    def segment_scores(self, spec_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score of each segment of one log-mel, and each segment's first frame."""
-        feats, starts = segment_features(spec_db, self.segment_frames_, self.recipe.blocks)
-        per_block = np.stack(
-            [self.distances_[b].score(feats[b]) / self.block_scales_[j] for j, b in enumerate(self.recipe.blocks)]
-        )
-        return self._fuse(per_block), starts
+    def block_segment_scores(
+        self, clip: Sound | np.ndarray, *, heard_hz: float | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each block's score per segment (1.0 = a typical new normal clip) and each segment's first frame.
 
-    def score(self, spec_db: np.ndarray) -> float:
+        Blocks the clip cannot give (no waveform) are absent. ``heard_hz``: the recording carries sound only
+        below this (a codec's low-pass); fine and timing dimensions above it count as normal.
+        """
+        sound = self.sound(clip)
+        feats, starts = segment_features(sound, self.segment_frames_, self.recipe.blocks)
+        out = {}
+        for j, block in enumerate(self.recipe.blocks):
+            if block not in feats:
+                continue
+            X = feats[block]
+            dist = self.distances_[block]
+            if heard_hz is not None and block in WAVE_BLOCKS:
+                unheard = block_hz(block, self.sr, np.zeros(0)) > heard_hz
+                X = np.where(unheard[None, :], dist.mean_[None, :], X)
+            out[block] = dist.score(X) / self.block_scales_[j]
+        return out, starts
+
+    def segment_scores(
+        self, clip: Sound | np.ndarray, *, heard_hz: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score of each segment of one clip, and each segment's first frame."""
+        per_block, starts = self.block_segment_scores(clip, heard_hz=heard_hz)
+        rows = np.array([j for j, b in enumerate(self.recipe.blocks) if b in per_block])
+        return self._fuse(np.stack(list(per_block.values())), rows), starts
+
+    def score(self, clip: Sound | np.ndarray) -> float:
         """A recording's score: its largest segment score (1.0 = a typical new normal clip)."""
-        return float(self.segment_scores(spec_db)[0].max())
+        return float(self.segment_scores(clip)[0].max())
 
     def anomaly_map(self, spec_db: np.ndarray) -> np.ndarray:
         """How far each time-frequency cell lies outside the normal clips, in their spreads over time.
@@ -293,7 +401,7 @@ class Reference:
     def departures(self, spec_db: np.ndarray, band_hz: np.ndarray, *, top: int = 3, min_db: float = 3.0):
         """Where the clip's spectrum leaves the band its normal clips span: up to ``top`` regions, largest
         first, each ``{"hz": centre, "db": signed excess}`` (positive: louder than any normal clip)."""
-        spectrum = block_features(spec_db, ("pmean",))["pmean"]
+        spectrum = mel_blocks(spec_db, ("pmean",))["pmean"]
         above = spectrum - self.spectrum_high_
         below = spectrum - self.spectrum_low_
         excess = np.where(above > 0, above, np.where(below < 0, below, 0.0))
@@ -314,6 +422,7 @@ class Reference:
     def to_arrays(self, prefix: str = "ref_") -> dict[str, np.ndarray]:
         arrays = {
             f"{prefix}block_scales": self.block_scales_,
+            f"{prefix}block_weights": self.block_weights_,
             f"{prefix}normal_scores": self.normal_scores_,
             f"{prefix}spectrum_mean": self.spectrum_mean_,
             f"{prefix}spectrum_low": self.spectrum_low_,
@@ -328,11 +437,15 @@ class Reference:
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], recipe: Recipe, *, frame_seconds: float, prefix: str = "ref_"
+        cls, arrays: dict[str, np.ndarray], recipe: Recipe, *, sr: int, hop_length: int, prefix: str = "ref_"
     ) -> Reference:
-        self = cls(recipe, frame_seconds=frame_seconds)
+        self = cls(recipe, sr=sr, hop_length=hop_length)
         self.block_scales_ = np.asarray(arrays[f"{prefix}block_scales"], dtype=np.float64)
         self.normal_scores_ = np.asarray(arrays[f"{prefix}normal_scores"], dtype=np.float64)
+        weights = arrays.get(f"{prefix}block_weights")
+        self.block_weights_ = (
+            np.full(len(recipe.blocks), 1.0 / len(recipe.blocks)) if weights is None else np.asarray(weights, np.float64)
+        )
         self.spectrum_mean_ = np.asarray(arrays[f"{prefix}spectrum_mean"], dtype=np.float64)
         self.spectrum_low_ = np.asarray(arrays[f"{prefix}spectrum_low"], dtype=np.float64)
         self.spectrum_high_ = np.asarray(arrays[f"{prefix}spectrum_high"], dtype=np.float64)
@@ -342,6 +455,6 @@ class Reference:
         self.distances_ = {
             b: BlockDistance.from_arrays(arrays, f"{prefix}{b}_", recipe.distance) for b in recipe.blocks
         }
-        if len(self.block_scales_) != len(recipe.blocks):
+        if len(self.block_scales_) != len(recipe.blocks) or len(self.block_weights_) != len(recipe.blocks):
             raise ValueError("the reference's arrays do not match its recipe")
         return self

@@ -18,7 +18,7 @@ from anomaly.dcase import format_name
 from anomaly.detector import MIN_CALIBRATION_CLIPS
 from anomaly.embedding import CALIBRATION_RECIPE
 from anomaly.errors import AudioInputError, BundleError
-from anomaly.fewshot import evaluate_fewshot, parse_k, protocol_files, split_fewshot
+from anomaly.fewshot import evaluate_fewshot, parse_k, protocol_files, split_fewshot, spread_order
 
 
 def _touch(path):
@@ -235,3 +235,33 @@ def test_calibration_adapts_to_a_machine_unlike_the_training_corpus(tiny_detecto
     before = auc(tiny_detector)
     after = auc(tiny_detector.with_calibration(tiny_detector.calibrate(calibration)))
     assert after >= 0.85 and after >= before + 0.25, (before, after)
+
+
+def test_spread_order_covers_the_range_first():
+    assert spread_order(8) == [0, 7, 3, 5, 1, 2, 4, 6]
+    assert sorted(spread_order(12)) == list(range(12)) and spread_order(1) == [0] and spread_order(0) == []
+
+
+def test_a_grouped_split_never_scores_a_take_or_speed_it_calibrated_on(tmp_path):
+    """Desk-fan style takes (``<state>_<take>_<piece>``) and motor speeds (``rpmNNNN``): calibration clips
+    come from takes or speeds spread over the range, and no clip of those is scored."""
+    import re
+
+    takes = [f"T{t:02d}" for t in range(6)]
+    pool = [tmp_path / "normal" / f"on_{t}_{k}.wav" for t in takes for k in range(4)]
+    labelled = pool + [tmp_path / "abnormal" / f"tapping_X{t}_{k}.wav" for t in range(2) for k in range(3)]
+    take_of = lambda p: re.match(r"^[^_]+_([^_]+)_\d+$", p.stem).group(1)  # noqa: E731
+    split = split_fewshot(pool, labelled, 5, group_of=take_of)
+    # Takes in spread order (first, last, middle...): all four pieces of T00, then the first of T05.
+    assert [p.stem for p in split.calibration] == ["on_T00_0", "on_T00_1", "on_T00_2", "on_T00_3", "on_T05_0"]
+    assert {take_of(p) for p in split.scored if p.parent.name == "normal"} == {"T01", "T02", "T03", "T04"}
+    assert sum(p.parent.name == "abnormal" for p in split.scored) == 6
+
+    speeds = [1400, 1450, 1550, 1650, 1750, 1850, 1950, 2000]
+    normals = [tmp_path / "normal" / f"rpm{s}.wav" for s in speeds]
+    faults = [tmp_path / "abnormal" / f"rpm{s}.wav" for s in speeds[:6]]
+    split = split_fewshot(normals, normals + faults, 3, group_of=lambda p: p.stem)
+    assert [p.stem for p in split.calibration] == ["rpm1400", "rpm2000", "rpm1650"]
+    scored = {(p.parent.name, p.stem) for p in split.scored}
+    assert not any(stem in {"rpm1400", "rpm2000", "rpm1650"} for _, stem in scored)
+    assert ("abnormal", "rpm1450") in scored and ("normal", "rpm1950") in scored

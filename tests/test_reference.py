@@ -13,7 +13,14 @@ import soundfile as sf
 from anomaly.bundle import DEFAULT_BUNDLE, load_calibration
 from anomaly.errors import AudioInputError
 from anomaly.features import FeatureParams, load_audio, log_mel, windows
-from anomaly.realbench import LOSO_TOLERANCE, candidate_recipes, leave_one_set_out, select
+from anomaly.realbench import (
+    LOSO_TOLERANCE,
+    candidate_recipes,
+    leave_one_set_out,
+    select,
+    separating_sets,
+    worst3,
+)
 from anomaly.reference import Recipe, Reference, prediction_thresholds
 
 SR = 16000
@@ -64,15 +71,26 @@ def test_the_model_flags_another_machine_as_unfamiliar_and_knows_its_own(tiny_de
         assert out["familiar"] is False and "Adapt to my machine" in out["advice"]
 
 
-def test_after_adapting_familiarity_is_judged_against_the_users_normals(tiny_detector, tiny_corpus, machine_files):
+def test_after_adapting_familiarity_is_judged_against_the_users_normals(
+    tiny_detector, tiny_corpus, machine_files, tmp_path
+):
     normals, faults = machine_files
-    adapted = tiny_detector.with_calibration(tiny_detector.calibrate(normals[:8]))
-    for result in adapted.analyze_many(normals[8:] + faults):
+    cal = tiny_detector.calibrate(normals[:8])
+    adapted = tiny_detector.with_calibration(cal)
+    for result in adapted.analyze_many(normals[8:]):
         assert result.familiar, result.file
     gearbox = sorted((tiny_corpus / "test").glob("*normal*"))[:3]
     for result in adapted.analyze_many(gearbox):
         assert not result.familiar, result.file
         assert "same machine" in result.advice
+    # The unit is the user's own clips: each scored against the others (leave one out). A fault that
+    # reshapes the band (a whine and knocks) may be called unfamiliar too (measured on real machines: as
+    # often as with the fixed units before), but its verdict still names its severity.
+    assert cal.familiarity.threshold_ >= 2 * 0.3
+    for result in adapted.analyze_many(faults):
+        assert result.label == "SEVERE ANOMALY", (result.file, result.score)
+    reloaded = load_calibration(cal.save(tmp_path / "cal.npz"), tiny_detector.bundle)
+    assert reloaded.familiarity.threshold_ == pytest.approx(cal.familiarity.threshold_)
 
 
 def test_bundled_examples_keep_their_labels_and_stay_familiar(example_clips):
@@ -151,7 +169,7 @@ def test_reference_round_trip_and_file(tiny_detector, machine_files, tmp_path):
 def test_every_distance_and_fusion_ranks_a_loud_change_above_normals(recipe):
     params = FeatureParams()
     specs = [log_mel(other_machine(i), params) for i in range(6)]
-    ref = Reference(recipe, frame_seconds=params.frame_seconds).fit(specs[:4])
+    ref = Reference(recipe, sr=params.sr, hop_length=params.hop_length).fit(specs[:4])
     louder = log_mel(other_machine(50, fault=True), params)
     assert ref.score(louder) > max(ref.score(s) for s in specs[4:])
 
@@ -188,37 +206,56 @@ def test_calibrate_on_and_score_one_second_clips(tiny_detector, tmp_path):
 # --- choosing a recipe by the worst set ---------------------------------------------------------------
 
 
+# Five sets. "one-odd-set" has the best mean (1.00 on four sets) but fails one; "flat" has the best single
+# worst set but is mediocre everywhere; "steady" is the one to choose: the best mean of its three worst sets.
 TABLE = {
-    "steady": {"a": 0.90, "b": 0.91, "c": 0.89, "d": 0.92},
-    "great-on-average": {"a": 1.00, "b": 1.00, "c": 0.70, "d": 1.00},
-    "weak": {"a": 0.80, "b": 0.85, "c": 0.88, "d": 0.70},
+    "one-odd-set": {"a": 1.00, "b": 1.00, "c": 1.00, "d": 1.00, "e": 0.50},
+    "flat": {"a": 0.80, "b": 0.80, "c": 0.80, "d": 0.80, "e": 0.80},
+    "steady": {"a": 0.95, "b": 0.93, "c": 0.90, "d": 0.88, "e": 0.78},
 }
 
 
-def test_select_picks_by_the_worst_set_not_the_mean():
-    assert np.mean(list(TABLE["great-on-average"].values())) > np.mean(list(TABLE["steady"].values()))
+def test_select_ranks_by_the_three_worst_sets_where_the_worst_and_the_mean_both_pick_wrongly():
+    mean = max(TABLE, key=lambda c: np.mean(list(TABLE[c].values())))
+    single_worst = max(TABLE, key=lambda c: min(TABLE[c].values()))
+    assert mean == "one-odd-set" and single_worst == "flat"
     assert select(TABLE) == "steady"
-    # Ties on the worst set go to the better mean.
-    tied = {"x": {"a": 0.9, "b": 0.9}, "y": {"a": 0.9, "b": 1.0}}
-    assert select(tied) == "y"
+    assert worst3(TABLE["steady"].values()) == pytest.approx((0.78 + 0.88 + 0.90) / 3)
+
+
+def test_select_needs_both_passes_and_breaks_ties_by_the_level_pass_then_the_mean():
+    # Better as recorded, but it hears only loudness: with every clip at one level it fails.
+    recorded = {"loudness": {"a": 1.0, "b": 0.97, "c": 0.95}, "shape": {"a": 0.9, "b": 0.9, "c": 0.9}}
+    level = {"loudness": {"a": 0.5, "b": 0.6, "c": 0.7}, "shape": {"a": 0.85, "b": 0.9, "c": 0.9}}
+    assert select(recorded) == "loudness"
+    assert select(recorded, level) == "shape"
+    # Equal in the worse pass (to 0.01): the level pass decides, then the mean as recorded.
+    recorded = {"x": {"a": 0.80, "b": 0.90, "c": 0.90, "d": 1.0}, "y": {"a": 0.80, "b": 0.90, "c": 0.90, "d": 0.95}}
+    level = {"x": dict.fromkeys("abcd", 0.90), "y": dict.fromkeys("abcd", 0.92)}
+    assert select(recorded, level) == "y"
+    level["y"] = dict(level["x"])
+    assert select(recorded, level) == "x"
 
 
 def test_leave_one_set_out_reports_where_the_choice_would_have_failed():
     rows = {r["set"]: r for r in leave_one_set_out(TABLE)}
-    # Without set c, "great-on-average" wins (worst 1.00 over a, b, d) and scores 0.70 on c: a failure.
-    assert rows["c"]["choice"] == "great-on-average"
-    assert rows["c"]["auc"] == 0.70 and rows["c"]["best"] == 0.89 and rows["c"]["ok"] is False
-    # Without a, the choice is still "steady": 0.90 against the best 1.00, outside the tolerance.
-    assert rows["a"]["choice"] == "steady" and rows["a"]["ok"] is (0.90 >= 1.00 - LOSO_TOLERANCE)
-    assert rows["d"]["ok"] is False and rows["b"]["ok"] is False
+    # Without e, "one-odd-set" wins (1.00 on the other four) and scores 0.50 on e: a failure.
+    assert rows["e"]["choice"] == "one-odd-set"
+    assert rows["e"]["auc"] == 0.50 and rows["e"]["best"] == 0.80 and rows["e"]["ok"] is False
+    # Without a, "steady" is still chosen: 0.95 against the best 1.00, outside the tolerance of 0.03.
+    assert rows["a"]["choice"] == "steady" and rows["a"]["ok"] is (0.95 >= 1.00 - LOSO_TOLERANCE)
+    assert separating_sets(TABLE)["e"]["separates"] and not separating_sets({"x": {"a": 1.0}, "y": {"a": 1.0}})["a"]["separates"]
 
 
 def test_candidate_grid_covers_blocks_distances_and_fusions():
     grid = candidate_recipes()
     names = {r.name for r in grid}
-    assert len(names) == len(grid) == 90
+    # 8 blocks: 8 singles x 2 distances, 28 pairs and 56 triples x 2 distances x 3 fusions.
+    assert len(names) == len(grid) == 16 + 28 * 6 + 56 * 6
     assert Recipe().name in names
-    assert {r.distance for r in grid} == {"mahalanobis", "nearest"} and {r.fusion for r in grid} == {"mean", "max"}
+    assert {r.distance for r in grid} == {"mahalanobis", "nearest"}
+    assert {r.fusion for r in grid} == {"mean", "max", "stable"}
+    assert {b for r in grid for b in r.blocks} >= {"fine", "lines", "timing", "pmean", "level"}
 
 
 def test_a_quieter_top_band_is_scored_and_an_empty_one_refused(tiny_detector, machine_files, tmp_path):

@@ -351,7 +351,8 @@ class Page:
         if last is None:
             return out
         if rescore:  # another reference: the scores change, so the recording is scored again
-            last = detector.analyze_log_mel(last.log_mel, name=last.file, explain=True)
+            sound = last.sound if last.sound is not None else detector.as_sound(last.log_mel)
+            last = detector.analyze_sound(sound, name=last.file, explain=True)
             view = self._view(last, detector, show_map)
         else:  # other thresholds: the same scores, another label
             last = replace(

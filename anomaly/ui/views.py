@@ -48,6 +48,8 @@ def compared_with(analysis: Analysis) -> str:
     line = f"**Compared with** {analysis.compared_with}."
     if not analysis.familiar:
         line += f"\n\n{analysis.advice}"
+    if analysis.caution:
+        line += f"\n\n⚠️ {analysis.caution}"
     return line
 
 
