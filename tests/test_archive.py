@@ -65,6 +65,21 @@ def cli(*args: str, check: bool = True) -> SimpleNamespace:
     return proc
 
 
+def run_archive(*args: str) -> SimpleNamespace:
+    """``python -m anomaly ARGS`` in a process of its own, as a user runs it: a Dask client or local cluster
+    in the test process would leave its threads behind for the tests that follow (the browser tests)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomaly", *args],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
 def summary(proc) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -197,7 +212,7 @@ def scheduler(archive, tmp_path_factory):
 def reference_run(archive, scheduler, tmp_path_factory) -> SimpleNamespace:
     """One uninterrupted run on the separate cluster, with a CSV copy."""
     out = tmp_path_factory.mktemp("reference") / "scores.parquet"
-    proc = cli(*archive_args(archive, out, "--scheduler", scheduler, "--csv"))
+    proc = run_archive(*archive_args(archive, out, "--scheduler", scheduler, "--csv"))
     table = pq.read_table(out)
     return SimpleNamespace(out=out, proc=proc, arrow=table, table=table.to_pandas(), rows=table.to_pylist())
 
@@ -270,7 +285,7 @@ def test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones(archive, 
     shutil.copytree(archive.root / "line2", root)
     out = tmp_path / "scores.parquet"
     first = summary(
-        cli(
+        run_archive(
             "score-archive",
             str(root),
             "--out",
@@ -284,7 +299,7 @@ def test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones(archive, 
     assert (first["scored"], first["rows"]) == (PER_FOLDER + 2, PER_FOLDER + 2)
 
     again = summary(
-        cli(
+        run_archive(
             "score-archive",
             str(root),
             "--out",
@@ -303,7 +318,7 @@ def test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones(archive, 
     shutil.copyfile(root / "rec_004.wav", root / "new.wav")
     before = pq.read_table(out).to_pandas().set_index("path")
     third = summary(
-        cli(
+        run_archive(
             "score-archive",
             str(root),
             "--out",
@@ -340,7 +355,7 @@ def test_an_unusable_calibration_makes_error_rows_and_the_rest_is_scored(archive
         "--scheduler",
         scheduler,
     ]
-    numbers = summary(cli(*args))
+    numbers = summary(run_archive(*args))
     assert (numbers["rows"], numbers["errors"]) == (6, 3)
     rows = pq.read_table(out).to_pylist()
     for row in rows:
@@ -382,7 +397,7 @@ def test_killed_local_run_resumes_with_only_the_rest_and_the_same_table(archive,
     assert 40 <= kept < total, err.decode()[-3000:]
     assert not out.exists()  # the run never finished
 
-    resumed = cli(*args[:-2])  # the default checkpoint interval
+    resumed = run_archive(*args[:-2])  # the default checkpoint interval
     numbers = summary(resumed)
     assert numbers["already_scored"] == kept
     assert numbers["scored"] == total - kept
