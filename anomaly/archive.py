@@ -16,7 +16,7 @@ calibration changed since their row was written.
 Memory stays bounded whatever the archive's size: the folder is walked as a stream (twice: once to count,
 once to submit), a few tasks per worker are in flight at a time, and rows are written as they arrive. What
 grows with the archive is one small key per file (to resume and to drop files that are gone) and the final
-merge, about 200 bytes per file.
+merge, a few hundred bytes per file.
 """
 
 from __future__ import annotations
