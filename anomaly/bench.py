@@ -29,6 +29,14 @@ live_update_ms_p50, live_score_ms_p50
 live_rss_drift_mb
     Resident memory of this process after 600 such updates (10 minutes of audio, fed as fast as they
     run) minus before them, measured after a minute of warm-up that fills the rolling history.
+archive_files_per_s_1, archive_files_per_s_2, archive_speedup
+    ``score-archive`` (``anomaly.archive``) over 2,000 files of 10 s (400 with ``--quick``) on a local
+    Dask cluster of 1, then 2 worker processes of one thread each: files per second from the first task
+    to the last row, after each worker has loaded its model; the speed-up is the second over the first.
+archive_worker_rss_mb
+    Peak resident memory (``VmHWM``) of the largest worker process over both runs.
+
+``--only`` measures some of these parts (engine, live, app, archive) and leaves the others null.
 
 The table also breaks the core path into its steps, to show where the time goes. Targets are printed
 beside the numbers; a missed target does not change the exit code, which is 1 only when something
@@ -76,7 +84,13 @@ TARGETS: dict[str, tuple[str, float | None, str, str]] = {
     "live_update_ms_p50": ("<=", 100.0, "ms", "listen live: 1 s chunk -> score of the last 2 s + pictures"),
     "live_score_ms_p50": ("", None, "ms", "the same without the pictures"),
     "live_rss_drift_mb": ("<=", 50.0, "MB", "resident memory over 600 live updates (10 min of audio)"),
+    "archive_files_per_s_1": ("", None, "files/s", "score-archive of 10 s files, 1 local worker process"),
+    "archive_files_per_s_2": ("", None, "files/s", "the same, 2 worker processes"),
+    "archive_speedup": (">=", 1.6, "x", "2 workers / 1 worker"),
+    "archive_worker_rss_mb": ("<=", 1200.0, "MB", "peak resident memory of a worker process (VmHWM)"),
 }
+SECTIONS = ("engine", "live", "app", "archive")
+ARCHIVE_FILES = 2000
 JSON_KEYS = [
     "core_ms_p50",
     "core_ms_p95",
@@ -92,6 +106,10 @@ JSON_KEYS = [
     "batch_120s_rss_mb",
     "live_update_ms_p50",
     "live_rss_drift_mb",
+    "archive_files_per_s_1",
+    "archive_files_per_s_2",
+    "archive_speedup",
+    "archive_worker_rss_mb",
 ]
 
 
@@ -249,6 +267,36 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     }
 
 
+def measure_archive(bundle: str | None, clips: list[Path], work: Path) -> tuple[dict, list[str]]:
+    """``score-archive`` over ``clips`` on local clusters of 1 and 2 single-threaded worker processes; the
+    numbers, and a note of the workers' CPU time per file and the load (a busy machine lends no second
+    core, whatever the code does)."""
+    from anomaly import archive
+    from anomaly.detector import find_bundle
+
+    loaded = find_bundle(bundle)
+    model = archive.model_sha256(loaded)
+    root = clips[0].parent
+    numbers: dict = {}
+    peaks, seen = [], []
+    for workers in (1, 2):
+        with archive.dask_client(None, workers=workers, dashboard=False) as client:
+            client.run(archive.warm_up_worker, str(loaded.path), model, str(clips[0]))
+            log.info("archive: %d files on %d worker process(es)", len(clips), workers)
+            cpu_before = sum(client.run(archive.worker_cpu_s).values())
+            summary = archive.score_archive(root, work / f"scores_{workers}.parquet", client, bundle=loaded)
+            cpu = sum(client.run(archive.worker_cpu_s).values()) - cpu_before
+            peaks.extend(v for v in client.run(archive.worker_peak_rss_mb).values() if v is not None)
+        if summary.rows != len(clips) or summary.errors:
+            raise RuntimeError(f"the archive run scored {summary.rows} rows with {summary.errors} errors")
+        numbers[f"archive_files_per_s_{workers}"] = summary.files_per_s
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        seen.append(f"{workers} worker(s) {1000 * cpu / len(clips):.1f} ms (load average {load1:.1f})")
+    numbers["archive_speedup"] = numbers["archive_files_per_s_2"] / numbers["archive_files_per_s_1"]
+    numbers["archive_worker_rss_mb"] = max(peaks) if peaks else None
+    return numbers, [f"archive: worker CPU time per file: {', '.join(seen)}"]
+
+
 # --- reporting ------------------------------------------------------------------------------------------
 
 
@@ -288,6 +336,7 @@ def format_table(numbers: dict, breakdown: dict[str, float], notes: list[str], *
 def run_benchmark(args: argparse.Namespace) -> int:
     """The ``bench`` command: measure, print the table and, with ``--json``, a last line of JSON."""
     quick = bool(getattr(args, "quick", False))
+    sections = set(getattr(args, "only", None) or SECTIONS)
     bundle = getattr(args, "bundle", None)
     numbers: dict = dict.fromkeys(JSON_KEYS)
     breakdown: dict[str, float] = {}
@@ -306,17 +355,40 @@ def run_benchmark(args: argparse.Namespace) -> int:
         # 15 distinct clips at least: 10 of them normal, to calibrate on (copies would be one recording).
         clips = synth_clips(work / "clips", 15 if quick else 20, 200, sr)
 
-        engine, breakdown = measure_engine(bundle, clips, quick=quick)
-        numbers.update(engine)
-        numbers.update(measure_live(bundle, quick=quick))
-        try:
-            from anomaly.ui.bench import measure_app
+        if "engine" in sections:
+            engine, breakdown = measure_engine(bundle, clips, quick=quick)
+            numbers.update(engine)
+        if "live" in sections:
+            numbers.update(measure_live(bundle, quick=quick))
+        if "app" in sections:
+            try:
+                from anomaly.ui.bench import measure_app
 
-            app, notes = measure_app(bundle, work / "app", clips, quick=quick)
-            numbers.update(app)
-        except Exception as exc:  # the engine numbers still stand; say what went wrong
-            failed = True
-            notes.append(f"app not measured: {str(exc).strip()[:2000]}")
+                app, app_notes = measure_app(bundle, work / "app", clips, quick=quick)
+                numbers.update(app)
+                notes += app_notes
+            except Exception as exc:  # the engine numbers still stand; say what went wrong
+                failed = True
+                notes.append(f"app not measured: {str(exc).strip()[:2000]}")
+        if "archive" in sections:
+            n_files = ARCHIVE_FILES // 5 if quick else ARCHIVE_FILES
+            log.info("writing %d synthetic 10 s files for the archive", n_files)
+            archive_clips = synth_clips(work / "archive", 20, n_files, sr)
+            try:
+                archive_numbers, archive_notes = measure_archive(bundle, archive_clips, work)
+                numbers.update(archive_numbers)
+                notes += archive_notes
+                notes.append(
+                    f"archive: {n_files} files of 10 s; 100,000 such files take about "
+                    + ", ".join(
+                        f"{100_000 / numbers[f'archive_files_per_s_{w}'] / 60:.0f} min on {w} worker(s)"
+                        for w in (1, 2)
+                    )
+                    + " here"
+                )
+            except Exception as exc:
+                failed = True
+                notes.append(f"archive not measured: {str(exc).strip()[:2000]}")
     if numbers["core_ms_p50"] and numbers["mel_floor_ms_p50"]:
         numbers["core_vs_mel_floor"] = numbers["core_ms_p50"] / numbers["mel_floor_ms_p50"]
     if numbers["api_analyze_ms_p50"] is not None and numbers["api_noop_ms_p50"] is not None:

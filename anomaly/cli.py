@@ -237,6 +237,60 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_archive(args: argparse.Namespace) -> int:
+    from anomaly import archive
+    from anomaly.detector import find_bundle
+
+    if not Path(args.root).is_dir():  # before a cluster is started for nothing
+        raise AudioInputError(args.root, "no such folder")
+    bundle = find_bundle(args.bundle)
+    rules = archive.read_manifest(args.manifest) if args.manifest else []
+    out = Path(args.out)
+    csv_path = None
+    if args.csv is not None:
+        csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
+    with archive.dask_client(args.scheduler, workers=args.workers, quiet=not args.verbose) as client:
+        link = archive.dashboard_link(client, local=not args.scheduler)
+        workers = len(client.nthreads())
+        where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else "a local Dask cluster"
+        log.info(
+            "scoring on %s: %d worker%s%s",
+            where,
+            workers,
+            "" if workers == 1 else "s",
+            f", dashboard {link}" if link else "",
+        )
+        summary = archive.score_archive(
+            args.root,
+            out,
+            client,
+            bundle=bundle,
+            rules=rules,
+            csv_path=csv_path,
+            files_per_task=args.files_per_task,
+            checkpoint_s=args.checkpoint_seconds,
+            max_seconds=args.max_seconds or None,
+            retry_errors=args.retry_errors,
+        )
+    log.info(
+        "%s: %d rows (%d scored now, %d of them errors; %d already scored)",
+        out,
+        summary.rows,
+        summary.scored,
+        summary.errors,
+        summary.already_scored,
+    )
+    print(json.dumps(summary.to_json()))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _bench(args: argparse.Namespace) -> int:
     from anomaly.bench import run_benchmark
 
@@ -356,9 +410,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=os.environ.get("HF_TOKEN"), help="Hub token (default: HF_TOKEN)")
     p.set_defaults(func=_publish)
 
+    p = sub.add_parser(
+        "score-archive",
+        help="score every recording below a folder on a Dask cluster (local by default) into a Parquet table",
+        description="Score every recording below ROOT, each against its machine's calibration: the first "
+        "matching rule of --manifest, else the calibration.npz of the nearest folder above it, else the "
+        "bundled model. One row per file in --out (a file that cannot be scored is a row with its error); "
+        "rerun with the same --out to score only what is new or changed. See docs/scale.md.",
+    )
+    p.add_argument("root", metavar="ROOT", help="the archive's folder (walked recursively)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the Parquet table to write or resume")
+    p.add_argument(
+        "--csv",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="also write the table as CSV (default name: --out with .csv)",
+    )
+    p.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help='CSV (pattern,calibration) or TOML ([calibrations] "pattern" = "file"): which calibration '
+        "scores which files; 'bundled' for the bundled model; the first matching rule wins",
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per core)")
+    p.add_argument(
+        "--files-per-task",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="files per Dask task (default: %(default)s)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="write the rows received so far at least this often (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="longer recordings become error rows, which bounds a worker's memory (0: no limit; "
+        "default: %(default)s)",
+    )
+    p.add_argument(
+        "--retry-errors", action="store_true", help="also score again the files whose row is an error"
+    )
+    _add_model_args(p, thresholds=False, calibration=False)
+    p.set_defaults(func=_score_archive)
+
     p = sub.add_parser("bench", help="speed and memory numbers on this machine")
     p.add_argument("--json", action="store_true", help="last line: the numbers as JSON")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (and fewer archive files)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=("engine", "live", "app", "archive"),
+        help="measure only these parts (default: all)",
+    )
     _add_model_args(p, thresholds=False, calibration=False)
     p.set_defaults(func=_bench)
     return parser

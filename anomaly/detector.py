@@ -122,6 +122,26 @@ class Analysis:
         }
 
 
+def find_bundle(bundle_dir: str | Path | None = None) -> Bundle:
+    """The bundle ``Detector.load`` uses, verified, without loading its network: ``bundle_dir`` (or env
+    ``ANOMALY_BUNDLE``) if given, else the Hub repo named by ``ANOMALY_HUB_REPO``, else the bundled
+    ``artifacts/``."""
+    bundle_dir = bundle_dir or os.environ.get("ANOMALY_BUNDLE") or None
+    if bundle_dir is not None:
+        reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
+        return load_bundle(bundle_dir, source="local", revision=None, reason=reason)
+    from anomaly.hub import resolve_bundle
+
+    resolved = resolve_bundle()
+    return load_bundle(
+        resolved.path,
+        source=resolved.source,
+        revision=resolved.revision,
+        repo_id=resolved.repo_id,
+        reason=resolved.message,
+    )
+
+
 def readable_time(iso: str | None) -> str:
     """``2026-11-30T22:58:31+00:00`` as ``2026-11-30 22:58 UTC``; anything else as it is."""
     import datetime as dt
@@ -222,21 +242,7 @@ class Detector:
     ) -> Detector:
         """Load a bundle: ``bundle_dir`` (or env ``ANOMALY_BUNDLE``) if given, else the Hub repo named by
         ``ANOMALY_HUB_REPO``, else the bundled ``artifacts/``."""
-        bundle_dir = bundle_dir or os.environ.get("ANOMALY_BUNDLE") or None
-        if bundle_dir is not None:
-            reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
-            bundle = load_bundle(bundle_dir, source="local", revision=None, reason=reason)
-        else:
-            from anomaly.hub import resolve_bundle
-
-            resolved = resolve_bundle()
-            bundle = load_bundle(
-                resolved.path,
-                source=resolved.source,
-                revision=resolved.revision,
-                repo_id=resolved.repo_id,
-                reason=resolved.message,
-            )
+        bundle = find_bundle(bundle_dir)
         cal = load_calibration(calibration, bundle) if calibration else None
         detector = cls(bundle, cal)
         return detector.with_thresholds(maintenance, severe)
@@ -634,12 +640,14 @@ class Detector:
         names: Sequence[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
         max_seconds: float | None = None,
+        workers: int | None = None,
     ) -> list[Analysis | AudioInputError]:
         """Score many files; a bad file yields its error in its place.
 
-        Files stream through: decoded a few ahead (``iter_windows``), their windows embedded in groups of
-        about ``BATCH_WINDOWS`` (the network's throughput), scored, and dropped, so that 100 files of
-        120 s cost the memory of a few, not of all of them.
+        Files stream through: decoded a few ahead (``iter_windows``, by ``workers`` threads), their windows
+        embedded in groups of about ``BATCH_WINDOWS`` (the network's throughput), scored, and dropped, so
+        that 100 files of 120 s cost the memory of a few, not of all of them. This is the one path by which
+        the Batch tab, ``predict`` and ``score-archive`` (``anomaly.archive``) score files.
         """
         started = time.perf_counter()
         results: list[Analysis | AudioInputError | None] = [None] * len(files)
@@ -666,7 +674,7 @@ class Detector:
                 )
             group.clear()
 
-        for i, sound, clip, error in self.iter_windows(files, max_seconds=max_seconds):
+        for i, sound, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
             try:
                 if error is not None:
                     raise error

@@ -8,6 +8,8 @@
   - ``BundleError`` (also a ``RuntimeError``): a model bundle or calibration file is missing, tampered with
     or incompatible. CLI exit 2.
     - ``HubError``: the Hugging Face Hub refused or failed a download or an upload.
+  - ``ClusterError`` (also a ``RuntimeError``): a Dask scheduler cannot be reached or has no workers.
+    CLI exit 2.
 """
 
 
@@ -34,3 +36,7 @@ class BundleError(GearboxError, RuntimeError):
 
 class HubError(BundleError):
     """The Hugging Face Hub refused or failed a download or an upload."""
+
+
+class ClusterError(GearboxError, RuntimeError):
+    """A Dask scheduler cannot be reached, or no worker joins it."""

@@ -362,6 +362,25 @@ def _read_ffmpeg(
     return data, file_sr
 
 
+def native_sample_rate(source: str | Path) -> int | None:
+    """The sample rate a file was recorded at, read from its header as ``load_audio`` reads it (libsndfile,
+    else FFmpeg); None when neither can say. For reports: ``load_audio`` has already checked the file."""
+    try:
+        if not _is_compressed(_head(source)):
+            info = sf.info(str(source))
+            if info.format not in _FFMPEG_FORMATS:
+                return int(info.samplerate) or None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError):
+        pass
+    import av
+
+    try:
+        with av.open(str(source), container_options={"format_whitelist": _FFMPEG_DEMUXERS}) as container:
+            return int(container.streams.audio[0].codec_context.sample_rate or 0) or None
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
 def _head(source: str | Path | bytes) -> bytes:
     if isinstance(source, bytes):
         return source[:16]

@@ -17,7 +17,7 @@ import pytest
 from anomaly.scoring import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["synth", "train", "predict", "calibrate", "evaluate", "realbench", "publish", "bench"]
+COMMANDS = ["synth", "train", "predict", "calibrate", "evaluate", "realbench", "publish", "bench", "score-archive"]
 
 
 def cli(*args: str, check: bool = True) -> SimpleNamespace:
