@@ -193,3 +193,55 @@ def test_the_project_is_an_installable_package(tmp_path):
     assert all(f"Requires-Dist: {pin}" in meta for pin in pins)
     assert "gearbox-sound-check = anomaly.cli:main" in scripts
     assert "anomaly/templates/model_card.md" in shipped  # package data: the model card needs it
+
+
+def _error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("options", "phrase"),
+    [
+        (["--maintenance", "-1"], "'-1': a threshold is a number above 0"),
+        (["--severe", "nan"], "'nan': a threshold is a number above 0"),
+        (["--severe", "1e400"], "'1e400': a threshold is a number above 0"),
+        (["--maintenance", "abc"], "'abc' is not a number"),
+        (["--maintenance", "5", "--severe", "1"], "--maintenance 5 must be below --severe 1"),
+        (["--maintenance", "900"], "--maintenance 900 must be below --severe"),
+    ],
+)
+def test_bad_threshold_options_are_one_line_and_exit_2(options, phrase, tiny_bundle, tiny_corpus):
+    clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
+    proc = cli("predict", clip, "--bundle", str(tiny_bundle), *options, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(_error_lines(proc)) == 1 and phrase in _error_lines(proc)[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_usage_error_is_one_line_from_the_real_process(tiny_corpus):
+    clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
+    proc = run("predict", clip, "--severe", "nan", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: predict: argument --severe: 'nan': a threshold is a number above 0 and at most 1000"
+    ]
+
+
+def test_a_hostile_calibration_file_is_one_line_and_exit_2(
+    tiny_bundle, tiny_corpus, tiny_calibration, hostile_calibration, tmp_path
+):
+    clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
+    path = hostile_calibration(tiny_calibration, tmp_path / "huge.npz", meta={"thresholds": {"maintenance": 1, "severe": 1e307}})
+    proc = cli("predict", clip, "--bundle", str(tiny_bundle), "--calibration", str(path), check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert _error_lines(proc) == [
+        "error: huge.npz: not a usable calibration: its thresholds (1, 1e+307) are not 0 < maintenance < severe "
+        "<= 1000; calibrate again"
+    ]
+
+
+def test_calibrate_refuses_an_output_folder_that_does_not_exist(tiny_bundle, tiny_corpus, tmp_path):
+    normals = sorted((tiny_corpus / "train").glob("*source*"))[:3]
+    out = tmp_path / "no_such_folder" / "cal.npz"
+    proc = cli("calibrate", *map(str, normals), "--bundle", str(tiny_bundle), "--out", str(out), check=False)
+    assert proc.returncode == 2 and not out.parent.exists()
+    assert _error_lines(proc) == [f"error: --out {out}: the folder {out.parent} does not exist"]

@@ -249,7 +249,7 @@ class Page:
             c.batch_csv: str(path),
             c.batch_trend: plots.batch_trend_svg(names, scores, detector.thresholds),
             c.batch_status: views.batch_summary(labels, len(rows) - len(labels))
-            + f" Compared with {detector.compared_with}.",
+            + f" Compared with {views.plain_text(detector.compared_with)}.",
         }
 
     # --- the Analyze tab -----------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ class Page:
 
     def _kept(self, calibration: Calibration, path: Path) -> object:
         """What the browser keeps, or ``gr.skip()`` (keep what it has) when the file is too big for it."""
-        stored = stored_calibration(path, calibration, self.shared)
+        stored = stored_calibration(path, calibration, self.shared, self.runtime.store_secret)
         return stored if stored is not None else gr.skip()
 
     def calibrate(
@@ -486,7 +486,7 @@ class Page:
             return unchanged(self.c.session)
         scratch = self.runtime.output_path("restored-calibration.npz")
         with caught("restoring your calibration", [scratch]) as failure:
-            calibration = restore_calibration(stored, self.shared, scratch)
+            calibration = restore_calibration(stored, self.shared, scratch, self.runtime.store_secret)
         if failure:
             return {
                 c.stored: None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.detector import Detector
+from anomaly.ui.session import store_secret
 
 log = logging.getLogger("anomaly.ui")
 
@@ -38,6 +39,7 @@ class Runtime:
 
     detector: Detector
     _outputs: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, bundle_dir: str | Path | None = None) -> Runtime:
@@ -47,6 +49,13 @@ class Runtime:
     def model_message(self) -> str:
         """One sentence on which model was loaded and why (the bundle says it)."""
         return self.detector.bundle.reason or f"model: {self.detector.model_info['source']}"
+
+    @property
+    def store_secret(self) -> bytes:
+        """The secret that signs calibrations kept in visitors' browsers (read or made on first use)."""
+        if self._secret is None:
+            self._secret = store_secret()
+        return self._secret
 
     def output_path(self, filename: str) -> Path:
         """A fresh path for a downloadable file, in its own folder so that it keeps a readable name.
