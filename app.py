@@ -12,6 +12,7 @@ Public API (also served as MCP tools): ``/score``, ``/analyze``, ``/analyze_spec
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,8 +38,9 @@ EXAMPLES = views.example_files(EXAMPLES_DIR)
 
 try:
     runtime = Runtime.load()
-except BundleError as exc:  # a missing or damaged model is the operator's to fix: one clear line
-    raise SystemExit(f"error: {exc}") from None
+except BundleError as exc:  # a missing or damaged model is the operator's to fix: one clear line, exit 2 as the CLI
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 detector = runtime.detector
 params = detector.params
 c = SimpleNamespace()  # the page's components, by name, for the handlers
@@ -370,6 +372,7 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         **private,
     )
 
+serving.refuse_unusable_inputs(demo)
 demo.queue(default_concurrency_limit=2, max_size=32)
 
 

@@ -146,9 +146,16 @@ def read_config(bundle_dir: str | Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{bundle_dir}: no config.json; this folder is not a model bundle")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: config.json holds {json.dumps(config)[:40]}, not a JSON object")
+    return config
+
+
+# Sections read as objects (``config[section].get(...)``) wherever they are used.
+_OBJECT_SECTIONS = ("preprocessing", "thresholds", "embedding", "files", "training", "metrics", "libraries")
 
 
 def check_config(
@@ -160,6 +167,9 @@ def check_config(
     resolved and published, never loaded, needs no embedding recipe). Raises ``BundleError`` with one
     line naming the section and every problem in it.
     """
+    for section in _OBJECT_SECTIONS:
+        if section in config and not isinstance(config[section], dict):
+            raise BundleError(f"{where} has invalid {section}: {section} must be a JSON object")
     sections = {
         "preprocessing": FeatureParams.from_dict,
         "thresholds": Thresholds.from_dict,
@@ -172,7 +182,7 @@ def check_config(
             continue
         try:
             check(config[section])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise BundleError(f"{where} has invalid {section}: {detail}") from None
 

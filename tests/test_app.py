@@ -276,6 +276,48 @@ def test_a_refused_upload_is_one_line_in_the_server_log(app_server, client, tmp_
     assert "Traceback" not in added, added
 
 
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ("/etc/passwd", "Cannot move /etc/passwd to the gradio cache dir because it was not uploaded by a user"),
+        ("http://169.254.169.254/latest/x.wav", "Hostname 169.254.169.254 failed validation"),
+    ],
+)
+def test_a_path_or_private_url_typed_into_the_api_is_refused_with_its_reason(app_server, given, reason):
+    """gradio refuses these before any handler runs; the caller hears why, the log gets one line."""
+    import httpx
+
+    before = app_server.log.read_text(errors="replace")
+    with httpx.Client(base_url=app_server.url, timeout=60) as http:
+        data = [{"path": given, "meta": {"_type": "gradio.FileData"}}, None]
+        event_id = http.post("/gradio_api/call/score", json={"data": data}).json()["event_id"]
+        with http.stream("GET", f"/gradio_api/call/score/{event_id}") as stream:
+            text = "".join(stream.iter_text())
+    assert text.startswith("event: error"), text
+    answer = json.loads(text.split("data:", 1)[1])
+    assert answer["title"] == "Cannot use this input" and answer["error"].startswith(
+        f"The input cannot be used: {reason}. Send a file with the call itself"
+    )
+    added = app_server.log.read_text(errors="replace")[len(before) :]
+    refusals = [line for line in added.splitlines() if "refused: The input cannot be used" in line]
+    assert len(refusals) == 1 and reason in refusals[0] and "Traceback" not in added, added
+
+
+def test_a_bad_bundle_stops_the_app_with_one_line_and_exit_2(tmp_path):
+    """The operator's mistake, said as the CLI says it (exit 2), not as a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ANOMALY_BUNDLE=str(tmp_path / "no-such-bundle"), GRADIO_ANALYTICS_ENABLED="False")
+    app_py = Path(__file__).resolve().parent.parent / "app.py"
+    done = subprocess.run([sys.executable, str(app_py)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'no-such-bundle'}: the model bundle folder does not exist"
+    ), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
 def test_uploads_above_the_size_limit_are_refused_by_the_server(app_url):
     import io
 

@@ -250,6 +250,9 @@ def test_every_problem_is_named_at_once(bundle_copy):
         ("embedding", {"recipe": ["nonsense"]}, "unknown embedding blocks"),
         ("preprocessing", [], "preprocessing must be a JSON object"),
         ("thresholds", {"maintenance": "x"}, "invalid thresholds"),
+        ("training", None, "training must be a JSON object"),
+        ("metrics", [1], "metrics must be a JSON object"),
+        ("embedding", None, "embedding must be a JSON object"),
     ],
 )
 def test_invalid_sections_are_refused(bundle_copy, section, value, phrase):
@@ -258,6 +261,14 @@ def test_invalid_sections_are_refused(bundle_copy, section, value, phrase):
     write_config(bundle_copy, config)
     with pytest.raises(BundleError, match=phrase):
         load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null", "3"])
+def test_a_config_that_is_not_an_object_is_one_line(bundle_copy, content):
+    (bundle_copy / "config.json").write_text(content)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_copy)
+    assert str(refused.value) == f"{bundle_copy}/config.json: config.json holds {content}, not a JSON object"
 
 
 def test_a_bundle_without_an_embedding_recipe_verifies_but_does_not_load(bundle_copy):

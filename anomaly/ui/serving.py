@@ -97,6 +97,37 @@ def api_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
         raise gr.Error(failure.message, title=failure.title, print_exception=False)
 
 
+def refuse_unusable_inputs(demo: gr.Blocks) -> gr.Blocks:
+    """Say why gradio itself refused an API call's input, instead of ``{"error": null}`` and a traceback.
+
+    Before a handler runs, gradio moves every file named in a call into its cache; a path on the server that
+    was not uploaded (``/etc/passwd``) or a URL to a private address (``http://169.254.169.254/``) raises
+    there, outside any handler, and gradio hides the message and logs a traceback. Here the refusal
+    becomes a ``gr.Error`` with gradio's reason and what to do instead, and one line in the log. (An
+    instance attribute, like ``tolerate_unreadable_images``.)
+    """
+    import httpx
+    from gradio.exceptions import Error
+
+    preprocess_data = demo.preprocess_data
+
+    async def refusing(*args, **kwargs):
+        try:
+            return await preprocess_data(*args, **kwargs)
+        except Error:
+            raise
+        except (ValueError, OSError, httpx.HTTPError) as exc:  # InvalidPathError is a ValueError
+            reason = str(exc).strip() or type(exc).__name__
+            raise refuse(
+                f"The input cannot be used: {reason.rstrip('.')}. Send a file with the call itself (gradio_client: "
+                "handle_file(path)); files on the server and private addresses are not read.",
+                title="Cannot use this input",
+            ) from None
+
+    demo.preprocess_data = refusing
+    return demo
+
+
 def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
     """Let a file PIL cannot open through to the handler instead of failing inside gradio.
 
