@@ -102,6 +102,25 @@ def _load_detector(args: argparse.Namespace):
         ) from None
 
 
+def _max_seconds(args: argparse.Namespace) -> float | None:
+    """The app's duration limit (and with it the sample-rate and decoded-size limits), unless
+    ``--no-limits``: then any length is read, piece by piece in bounded memory."""
+    from anomaly.features import MAX_SECONDS
+
+    return None if getattr(args, "no_limits", False) else MAX_SECONDS
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    from anomaly.features import MAX_SECONDS
+
+    p.add_argument(
+        "--no-limits",
+        action="store_true",
+        help=f"read recordings of any length and size (trusted archives); by default, as in the app, at most "
+        f"{MAX_SECONDS:g} s and 96 kHz stereo's worth of samples per recording",
+    )
+
+
 def _expand(paths: list[str]) -> list[Path]:
     from anomaly.dcase import list_audio
 
@@ -115,7 +134,7 @@ def _predict(args: argparse.Namespace) -> int:
     detector = _load_detector(args)
     files = _expand(args.files)
     failed = 0
-    results = detector.analyze_many(files, names=[str(f) for f in files])
+    results = detector.analyze_many(files, names=[str(f) for f in files], max_seconds=_max_seconds(args))
     for result in results:
         if isinstance(result, AudioInputError):
             failed += 1
@@ -141,7 +160,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         if done == total or done % max(1, total // 10) == 0:
             log.info("embedding normal clips: %d/%d", done, total)
 
-    calibration = detector.calibrate(files, progress=progress, name=args.name)
+    calibration = detector.calibrate(files, progress=progress, name=args.name, max_seconds=_max_seconds(args))
     try:
         calibration.save(out)
     except OSError as exc:
@@ -215,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     files = test_files(args.test_dir)
     if not files:
         raise AudioInputError(args.test_dir, "no labelled clips (names must say normal or anomaly)")
-    results = detector.analyze_many(files)
+    results = detector.analyze_many(files, max_seconds=_max_seconds(args))
     infos, scores = [], []
     for f, r in zip(files, results, strict=True):
         if isinstance(r, AudioInputError):
@@ -322,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score recordings; --json prints one object per line")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders")
     _add_model_args(p)
+    _add_limit_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 
@@ -330,11 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="calibration file to write (.npz)")
     p.add_argument("--name", help='a name people recognise, e.g. "Pump 3, east hall"')
     _add_model_args(p, thresholds=False, calibration=False)
+    _add_limit_args(p)
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("evaluate", help="AUC and pAUC (max_fpr 0.1) per domain and fault kind")
     p.add_argument("test_dir", metavar="TEST_DIR")
     _add_model_args(p, thresholds=False)
+    _add_limit_args(p)
     p.add_argument("--json", action="store_true", help="last line: the report as JSON")
     p.add_argument("--record", metavar="TEST_SET", help="store the metrics in the bundle's config.json")
     p.add_argument(

@@ -281,10 +281,22 @@ class Detector:
     # --- the pipeline, step by step -------------------------------------------------------------------
 
     def log_mel_of(
-        self, source: str | Path | bytes, *, name: str | None = None, max_seconds=None
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        max_seconds: float | None = None,
+        notes: list[str] | None = None,
     ) -> np.ndarray:
-        """File (or bytes) -> log-mel in dB, with every input check."""
-        return log_mel_file(source, self.params, name=name, max_seconds=max_seconds)
+        """File (or bytes) -> log-mel in dB, with every input check (``notes``: see ``log_mel_file``).
+
+        A file too big for this process's memory (possible only without ``max_seconds``) is refused like
+        any other unusable file, so that a batch goes on with the next one."""
+        label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
+        try:
+            return log_mel_file(source, self.params, name=name, max_seconds=max_seconds, notes=notes)
+        except MemoryError:
+            raise AudioInputError(label, "the recording is too big to decode in this process's memory") from None
 
     def model_input(self, windows_db: np.ndarray) -> np.ndarray:
         """Log-mel windows in dB -> the encoder's normalised input."""
@@ -313,7 +325,11 @@ class Detector:
         if reconstruct:
             raw, x, recon = self.window_features(windows_db, reconstruct=True)
             return standardize(raw, self._standardizer), x, recon
-        return standardize(self.window_features(windows_db), self._standardizer)
+        # A few groups at a time: an hour-long recording's 3,500 windows would otherwise hold their
+        # normalised copy and every layer's activations at once (each window is embedded on its own).
+        step = 4 * BATCH_WINDOWS
+        raw = [self.window_features(windows_db[at : at + step]) for at in range(0, len(windows_db), step)]
+        return standardize(np.concatenate(raw) if len(raw) > 1 else raw[0], self._standardizer)
 
     def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
         return self.scorer.score_samples(embeddings)
@@ -334,8 +350,9 @@ class Detector:
         """Score one recording. ``explain`` adds the log-mel and the anomaly map for drawing."""
         started = time.perf_counter()
         label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
-        spec = self.log_mel_of(source, name=label, max_seconds=max_seconds)
-        return self.analyze_log_mel(spec, name=label, explain=explain, started=started)
+        read_notes: list[str] = []
+        spec = self.log_mel_of(source, name=label, max_seconds=max_seconds, notes=read_notes)
+        return self.analyze_log_mel(spec, name=label, explain=explain, started=started, notes=read_notes)
 
     def analyze_image(
         self, image: object, *, name: str = "image", explain: bool = False, max_seconds: float | None = None
@@ -347,10 +364,18 @@ class Detector:
         return self.analyze_log_mel(spec, name=name, explain=explain, started=started)
 
     def analyze_log_mel(
-        self, spec_db: np.ndarray, *, name: str, explain: bool = False, started: float | None = None
+        self,
+        spec_db: np.ndarray,
+        *,
+        name: str,
+        explain: bool = False,
+        started: float | None = None,
+        notes: Sequence[str] = (),
     ) -> Analysis:
+        """Score a log-mel; ``notes`` (from reading the file) open the answer's notes."""
         started = time.perf_counter() if started is None else started
-        heard, notes, n_shared = self.shared_bands(spec_db, name=name)
+        heard, band_notes, n_shared = self.shared_bands(spec_db, name=name)
+        notes = [*notes, *band_notes]
         if self.reference is not None:
             scored = self._reference_scores(heard, explain)
             return self._analysis(name, spec_db, *scored, explain, started, notes=notes, heard=heard)
@@ -536,18 +561,20 @@ class Detector:
         *,
         max_seconds: float | None = None,
         workers: int | None = None,
-    ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, AudioInputError | None]]:
-        """``(index, log_mel, windows, error)`` of each file in order; a bad file yields its error.
+    ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, AudioInputError | None, list[str]]]:
+        """``(index, log_mel, windows, error, notes)`` of each file in order; a bad file yields its error;
+        ``notes`` say what the answer should about reading the file (a file cut short).
 
         Files are decoded and turned into log-mels by ``workers`` threads (default: one per CPU, at most
         4; libsndfile, FFmpeg, the FFT and numpy release the GIL), at most ``workers`` files ahead of the
         one handed out: memory holds a few files at a time, not the whole list.
         """
 
-        def prepare(f: str | Path) -> tuple[np.ndarray, np.ndarray] | AudioInputError:
+        def prepare(f: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]] | AudioInputError:
+            notes: list[str] = []
             try:
-                spec = self.log_mel_of(f, name=Path(f).name, max_seconds=max_seconds)
-                return spec, windows(spec, self.params, name=Path(f).name)
+                spec = self.log_mel_of(f, name=Path(f).name, max_seconds=max_seconds, notes=notes)
+                return spec, windows(spec, self.params, name=Path(f).name), notes
             except AudioInputError as exc:
                 return exc
 
@@ -559,9 +586,9 @@ class Detector:
                 if i + workers < len(files):
                     ahead.append(pool.submit(prepare, files[i + workers]))
                 if isinstance(outcome, AudioInputError):
-                    yield i, None, None, outcome
+                    yield i, None, None, outcome, []
                 else:
-                    yield i, outcome[0], outcome[1], None
+                    yield i, outcome[0], outcome[1], None, outcome[2]
 
     def window_files(
         self,
@@ -577,7 +604,7 @@ class Detector:
         specs: list[np.ndarray | None] = []
         clip_windows: list[np.ndarray | None] = []
         errors: dict[int, AudioInputError] = {}
-        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+        for i, spec, clip, error, _ in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
             if error is not None:
                 errors[i] = error
             specs.append(spec)
@@ -625,10 +652,11 @@ class Detector:
                 )
             group.clear()
 
-        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds):
+        for i, spec, clip, error, read_notes in self.iter_windows(files, max_seconds=max_seconds):
             if error is None:
                 try:
-                    heard, notes, n_shared = self.shared_bands(spec, name=name_of(i))
+                    heard, band_notes, n_shared = self.shared_bands(spec, name=name_of(i))
+                    notes = [*read_notes, *band_notes]
                 except AudioInputError as exc:
                     error = exc
             if error is not None:

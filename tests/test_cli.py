@@ -12,7 +12,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from anomaly.scoring import LABELS
 
@@ -245,3 +247,51 @@ def test_calibrate_refuses_an_output_folder_that_does_not_exist(tiny_bundle, tin
     proc = cli("calibrate", *map(str, normals), "--bundle", str(tiny_bundle), "--out", str(out), check=False)
     assert proc.returncode == 2 and not out.parent.exists()
     assert _error_lines(proc) == [f"error: --out {out}: the folder {out.parent} does not exist"]
+
+
+def _hour_long_header(path: Path) -> Path:
+    """A WAV of one hour of 48 kHz stereo, as far as its header and size go (a sparse file: no disk used)."""
+    import struct
+
+    frames = 48000 * 3600
+    size = frames * 2 * 2
+    header = b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 2, 48000, 48000 * 4, 4, 16)
+    with open(path, "wb") as fh:
+        fh.write(header + b"data" + struct.pack("<I", size))
+        fh.truncate(44 + size)
+    return path
+
+
+def test_predict_applies_the_apps_limits_and_goes_on_after_a_bomb(tiny_bundle, tiny_corpus, tmp_path):
+    good = sorted((tiny_corpus / "test").glob("*.wav"))[:2]
+    bomb = _hour_long_header(tmp_path / "bomb.wav")
+    proc = cli("predict", str(good[0]), str(bomb), str(good[1]), "--bundle", str(tiny_bundle), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == [str(good[0]), str(good[1])]
+    assert _error_lines(proc) == [f"error: {bomb}: the recording is 3600.0 s long; at most 120 s can be scored"]
+
+
+def test_no_limits_reads_a_recording_longer_than_the_apps_limit(tiny_bundle, tmp_path):
+    from anomaly.synth import synthesize_clip
+
+    wave, _ = synthesize_clip("source", "normal", 3, duration_s=10.0, sr=32000)
+    long = tmp_path / "long.flac"
+    sf.write(long, np.tile(wave, 13), 32000)  # 130 s
+    limited = cli("predict", str(long), "--bundle", str(tiny_bundle), check=False)
+    assert limited.returncode == 1 and "130.0 s long; at most 120 s" in _error_lines(limited)[0]
+    scored = json.loads(cli("predict", str(long), "--bundle", str(tiny_bundle), "--json", "--no-limits").stdout)
+    assert scored["label"] in LABELS and len(scored["windows"]) > 120
+
+
+def test_a_truncated_recording_is_scored_with_a_note(tiny_bundle, tmp_path):
+    from anomaly.synth import synthesize_clip
+
+    wave, _ = synthesize_clip("source", "normal", 4, duration_s=10.0, sr=16000)
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, wave, 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: 44 + int(3.3 * 16000) * 2])
+    scored = json.loads(cli("predict", str(cut), "--bundle", str(tiny_bundle), "--json").stdout)
+    assert scored["notes"][0] == (
+        "The file is cut short: its header promises 10.0 s, only 3.3 s were there to read and score."
+    )

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly import features
 from anomaly.detector import Detector
 from anomaly.ui.session import store_secret
 
 log = logging.getLogger("anomaly.ui")
 
 # Serving limits for a 2-vCPU Space: what one request may cost.
-MAX_SECONDS = 120.0  # longest recording scored (the model was trained on 10 s clips)
+MAX_SECONDS = features.MAX_SECONDS  # longest recording scored, the CLI's limit too
 MAX_FILE_SIZE = "50mb"  # enforced by gradio on every upload
 MAX_BATCH_FILES = 100
 MAX_CALIBRATION_FILES = 200
