@@ -21,8 +21,8 @@ import gradio as gr
 from anomaly import plots
 from anomaly.errors import BundleError
 from anomaly.features import AUDIO_EXTENSIONS
+from anomaly.ui import lanes, serving, views
 from anomaly.ui import runtime as limits
-from anomaly.ui import serving, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.runtime import Runtime
@@ -38,7 +38,7 @@ EXAMPLES = views.example_files(EXAMPLES_DIR)
 
 try:
     runtime = Runtime.load()
-except BundleError as exc:  # a missing or damaged model is the operator's to fix: one clear line, exit 2 as the CLI
+except BundleError as exc:  # a missing or damaged model is the operator's to fix: one line, exit 2 as the CLI
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 detector = runtime.detector
@@ -267,9 +267,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
 
     # The API page lists endpoints in this order: /score first.
     score_btn.click(page.score, inputs=[c.audio, c.session], outputs=[c.score], api_name="score")
-    api_analyze.click(
-        page.analyze, inputs=[c.audio, c.show_map, c.session], outputs=page.api_view, api_name="analyze"
-    )
+    lane = {"api_name": "analyze", "concurrency_limit": lanes.ANALYZE_LIMIT}  # /score keeps a core
+    api_analyze.click(page.analyze, inputs=[c.audio, c.show_map, c.session], outputs=page.api_view, **lane)
     api_analyze_image.click(
         page.analyze_spectrogram,
         inputs=[c.image, c.show_map, c.session],
@@ -281,8 +280,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         inputs=[c.batch_in, c.session],
         outputs=[c.batch_table, c.batch_csv],
         api_name="batch",
-        concurrency_limit=1,
-        concurrency_id="heavy",
+        concurrency_limit=lanes.BATCH_LIMIT,
+        concurrency_id=lanes.BATCH_LANE,
     )
     gr.api(page.ping, api_name="ping", api_visibility="undocumented")
 
@@ -307,8 +306,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         page.show_batch,
         inputs=[c.batch_in, c.session],
         outputs=[c.batch_table, c.batch_rows, c.batch_csv, c.batch_trend, c.batch_status],
-        concurrency_limit=1,
-        concurrency_id="heavy",
+        concurrency_limit=lanes.BATCH_LIMIT,
+        concurrency_id=lanes.BATCH_LANE,
         **private,
     )
 
@@ -333,8 +332,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         page.calibrate,
         inputs=[c.calibration_in, c.calibration_name, c.show_map, c.session, c.last],
         outputs=calibrated,
-        concurrency_limit=1,
-        concurrency_id="heavy",
+        concurrency_limit=lanes.BATCH_LIMIT,
+        concurrency_id=lanes.BATCH_LANE,
         **private,
     )
     c.calibration_upload.upload(
@@ -363,6 +362,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         stream_every=serving.LIVE_STREAM_EVERY_S,
         show_progress="hidden",
         trigger_mode="multiple",
+        concurrency_limit=lanes.LIVE_LISTENERS,
+        concurrency_id=lanes.LIVE_LANE,
         **private,
     )
     c.live_in.stop_recording(
@@ -373,7 +374,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
     )
 
 serving.refuse_unusable_inputs(demo)
-demo.queue(default_concurrency_limit=2, max_size=32)
+demo.queue(default_concurrency_limit=2)
+lanes.share_the_queue(demo)
 
 
 if __name__ == "__main__":

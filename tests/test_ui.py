@@ -417,3 +417,18 @@ def app_calibration(app, tmp_path) -> Path:
             sf.write(waves[-1], wave, 16000, subtype="PCM_16")
         app.runtime.detector.calibrate(waves).save(path)
     return path
+
+
+def test_the_visitor_after_the_live_lane_is_full_is_told_so(app):
+    from anomaly.ui.lanes import LIVE_LISTENERS
+
+    c, live_page = app.c, app.live
+    listeners = [live_page.start(None)[c.live_state] for _ in range(LIVE_LISTENERS)]
+    for live in listeners:
+        call(app, live_page.listen, _mic_chunks(0.2, 0.2, 0.2)[0], live, None)
+    refused = call(app, live_page.start, None)[c.live_status]
+    assert refused.startswith(f"⚠️ The live lane is full: {LIVE_LISTENERS} visitors are listening now")
+    call(app, live_page.stop, listeners[0], None)
+    assert "live lane is full" not in call(app, live_page.start, None)[c.live_status]
+    for live in listeners[1:]:
+        live_page.stop(live, None)

@@ -137,7 +137,7 @@ class Page:
         if not audio:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
         detector = self.detector(session)
-        with api_errors("analysing the recording", [audio]):
+        with api_errors("analysing the recording", [audio]), self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, audio)
         return self._api_view(analysis, detector, show_anomaly_map)
 
@@ -161,7 +161,7 @@ class Page:
         if not image:
             raise refuse("Upload a spectrogram image first.", title="No image")
         detector = self.detector(session)
-        with api_errors("analysing the spectrogram image", [image]):
+        with api_errors("analysing the spectrogram image", [image]), self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, image, image=True)
         return self._api_view(analysis, detector, show_anomaly_map)
 
@@ -180,7 +180,7 @@ class Page:
         """
         if not audio:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
-        with api_errors("scoring the recording", [audio]):
+        with api_errors("scoring the recording", [audio]), self.runtime.priority.interactive():
             return self.detector(session).analyze(audio, max_seconds=MAX_SECONDS).to_json()
 
     @staticmethod
@@ -217,6 +217,7 @@ class Page:
 
         def report(done: int, total: int) -> None:
             progress(done / total, desc=f"reading {done}/{total}")
+            self.runtime.priority.yield_to_interactive()  # single recordings go first
 
         progress(0.0, desc="reading recordings")
         results = detector.analyze_many(
@@ -276,7 +277,7 @@ class Page:
             )
         detector = self.detector(session)
         doing = "analysing the spectrogram image" if image else "analysing the recording"
-        with caught(doing, [upload]) as failure:
+        with caught(doing, [upload]) as failure, self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, upload, image=image)
         if failure:
             return self._failed(failure)
@@ -440,6 +441,7 @@ class Page:
 
         def report(done: int, total: int) -> None:
             progress(done / total, desc=f"reading {done}/{total}")
+            self.runtime.priority.yield_to_interactive()
 
         with caught("adapting to your recordings", files) as failure:
             calibration = self.shared.calibrate(files, progress=report, max_seconds=MAX_SECONDS, name=name)

@@ -16,6 +16,7 @@ import numpy as np
 
 from anomaly import features
 from anomaly.detector import Detector
+from anomaly.ui.lanes import LiveSeats, Priority
 from anomaly.ui.session import store_secret
 
 log = logging.getLogger("anomaly.ui")
@@ -39,6 +40,9 @@ class Runtime:
     """
 
     detector: Detector
+    # Interactive calls first (anomaly.ui.lanes); who is streaming a microphone now.
+    priority: Priority = field(default_factory=Priority)
+    live_seats: LiveSeats = field(default_factory=LiveSeats)
     _outputs: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
     _secret: bytes | None = field(default=None, repr=False)
 
