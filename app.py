@@ -195,12 +195,12 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
 
         with gr.Tab("Batch", id="batch"):
             gr.Markdown(views.BATCH_INTRO)
-            c.batch_in = gr.File(
+            c.batch_in = serving.every_file_to_the_handler(gr.File(
                 file_count="multiple",
                 file_types=AUDIO_FILE_TYPES,
                 label=f"Recordings ({views.AUDIO_FORMATS_SHORT})",
                 elem_id="batch-input",
-            )
+            ))
             batch_btn = gr.Button("Score all", variant="primary", elem_id="batch-button")
             c.batch_status = gr.Markdown(elem_id="batch-status")
             c.batch_trend = gr.HTML(label="Scores in upload order", elem_id="batch-trend")
@@ -228,12 +228,12 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                         max_length=80,
                         elem_id="calibration-name",
                     )
-                    c.calibration_in = gr.File(
+                    c.calibration_in = serving.every_file_to_the_handler(gr.File(
                         file_count="multiple",
                         file_types=AUDIO_FILE_TYPES,
                         label="Normal recordings of your machine",
                         elem_id="calibration-input",
-                    )
+                    ))
                     with gr.Row():
                         calibrate_btn = gr.Button("Adapt", variant="primary", elem_id="calibrate-button")
                         forget_btn = gr.Button("Forget it: back to the demo model", elem_id="forget-button")

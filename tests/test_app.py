@@ -176,6 +176,19 @@ def test_batch_scores_good_files_and_reports_the_bad_one(client, example_clips, 
     assert all("demo gearbox" in r["compared_with"] for r in written)
 
 
+def test_a_picture_and_a_text_file_in_a_batch_are_rows_of_their_own(client, example_clips, tmp_path):
+    """gradio's own type check would refuse the whole batch ("Invalid file type"); each is an error row."""
+    picture, notes = tmp_path / "photo.png", tmp_path / "notes.txt"
+    Image.new("RGB", (8, 8)).save(picture)
+    notes.write_text("not a recording")
+    good = example_clips / "normal_source.wav"
+    table, _ = client.predict([handle_file(str(p)) for p in (good, picture, notes)], api_name="/batch")
+    rows = table["data"]
+    assert [row[0] for row in rows] == ["normal_source.wav", "photo.png", "notes.txt"]
+    assert rows[0][3] in LABELS and rows[0][5] == ""
+    assert all(row[1] is None and "not a readable audio file" in row[5] for row in rows[1:]), rows
+
+
 @pytest.mark.parametrize("endpoint", ["/analyze", "/score"])
 def test_not_audio_is_a_clear_error(client, not_audio, endpoint):
     args = (handle_file(str(not_audio)), True) if endpoint == "/analyze" else (handle_file(str(not_audio)),)

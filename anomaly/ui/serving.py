@@ -150,6 +150,27 @@ def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
     return component
 
 
+def every_file_to_the_handler(component: gr.File) -> gr.File:
+    """Hand every uploaded file of a multi-file box to the handler, whatever its type.
+
+    ``gr.File`` checks ``file_types`` again on the server and refuses the whole call ("Invalid file type")
+    for one PNG among a hundred recordings; the docs promise that a bad file becomes its own row, with the
+    engine's sentence naming it. The browser's picker still offers ``file_types`` only. (gradio also leaves
+    an empty temporary file per upload on that path; this one makes none.)
+    """
+    from gradio.data_classes import ListFiles
+    from gradio.utils import NamedString
+
+    def every_file(payload):
+        if payload is None:
+            return None
+        files = list(payload) if isinstance(payload, ListFiles) else [payload]
+        return [NamedString(f.path) for f in files]
+
+    component.preprocess = every_file
+    return component
+
+
 def example_in_api_docs(component: gr.components.Component, example: Path, *, repo_root: Path) -> None:
     """Show a bundled example in the API page's code snippets instead of gradio's generic sample file.
 
