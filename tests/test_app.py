@@ -407,3 +407,32 @@ def test_batch_csv_cells_cannot_run_as_formulas(client, example_clips, tmp_path)
     assert [row[0] for row in written] == ["'" + name for name in shown]
     for row in written:
         float(row[1])  # numbers stay numbers
+
+
+def test_an_examples_cache_left_half_done_by_a_crash_is_rebuilt(launch_app, tmp_path):
+    """kill -9 while the examples are being cached, start again: every example is cached and answers."""
+    import os
+    import signal
+    import time
+
+    from anomaly.ui.launcher import app_server
+
+    clips = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.wav"))
+    with app_server(tmp_path) as first:
+        deadline = time.monotonic() + 240
+        while not any(len(p.read_text().splitlines()) > 1 for p in tmp_path.glob("examples-cache/*/*/indices.csv")):
+            assert first.process.poll() is None and time.monotonic() < deadline, first.log_tail()
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.process.wait()
+    (partial,) = tmp_path.glob("examples-cache/*/*/indices.csv")
+    assert 0 < len(partial.read_text().split()) < len(clips)  # really cut short
+    with launch_app(tmp_path) as second:
+        assert "incomplete or damaged: caching the examples again" in second.log_tail(10**7)
+        from anomaly.ui.serving import examples_cache_is_complete
+
+        assert examples_cache_is_complete(partial.parent, len(clips))
+        with open(partial.parent / "log.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        verdicts = [ast.literal_eval(r["Verdict"])["value"]["label"] for r in rows]
+        assert len(rows) == len(clips) and all(v in LABELS for v in verdicts), verdicts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -302,6 +303,32 @@ HEAD = """
 """.replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
 
 
+def examples_cache_is_complete(folder: Path, n_examples: int) -> bool:
+    """Whether gradio's examples cache in ``folder`` holds one whole row for each of ``n_examples`` examples,
+    in order, and every file its rows name is there."""
+    import csv
+
+    try:
+        with open(folder / "log.csv", newline="") as fh:
+            rows = list(csv.reader(fh))
+        indices = (folder / "indices.csv").read_text().split()
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if len(rows) != n_examples + 1 or indices != [str(i) for i in range(n_examples)]:
+        return False
+    if any(len(row) != len(rows[0]) for row in rows[1:]):
+        return False
+    for cell in (cell for row in rows[1:] for cell in row):
+        if cell.startswith("{") and '"path"' in cell:
+            try:
+                path = json.loads(cell).get("path")
+            except (json.JSONDecodeError, AttributeError):
+                return False
+            if path and not (folder / path).exists() and not Path(path).exists():
+                return False
+    return True
+
+
 def key_examples_cache(examples: gr.Examples, detector, files: list[Path], code: list[Path]) -> Path:
     """Point the examples' cache at a folder keyed by the model, the clips and the drawing code.
 
@@ -319,6 +346,11 @@ def key_examples_cache(examples: gr.Examples, detector, files: list[Path], code:
     for path in (*code, *files):
         digest.update(Path(path).read_bytes())
     folder = get_cache_folder() / digest.hexdigest()[:16] / str(examples.dataset._id)
+    if folder.exists() and not examples_cache_is_complete(folder, len(files)):
+        # A run stopped while caching left part of it; gradio would serve that part for good ("Using
+        # cache") and show Error for the rest. Start it again.
+        log.warning("the examples cache in %s is incomplete or damaged: caching the examples again", folder)
+        shutil.rmtree(folder, ignore_errors=True)
     examples.cached_folder = folder
     examples.cached_file = folder / "log.csv"
     examples.cached_indices_file = folder / "indices.csv"
