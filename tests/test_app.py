@@ -11,6 +11,7 @@ import asyncio
 import base64
 import csv
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -436,3 +437,8 @@ def test_an_examples_cache_left_half_done_by_a_crash_is_rebuilt(launch_app, tmp_
             rows = list(csv.DictReader(fh))
         verdicts = [ast.literal_eval(r["Verdict"])["value"]["label"] for r in rows]
         assert len(rows) == len(clips) and all(v in LABELS for v in verdicts), verdicts
+        # A batch makes the app's download folder; stopped with SIGTERM (as a Space stops it), it goes too.
+        Client(second.url, verbose=False).predict([handle_file(str(clips[0]))], api_name="/batch")
+        pid = second.pid
+        assert list(Path(tempfile.gettempdir()).glob(f"gearbox-sound-check-{pid}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"gearbox-sound-check-{pid}-*"))

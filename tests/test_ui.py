@@ -432,3 +432,16 @@ def test_the_visitor_after_the_live_lane_is_full_is_told_so(app):
     assert "live lane is full" not in call(app, live_page.start, None)[c.live_status]
     for live in listeners[1:]:
         live_page.stop(live, None)
+
+
+def test_folders_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
+    from anomaly.ui.runtime import sweep_dead_outputs
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"gearbox-sound-check-{done.stdout.strip()}-abc"
+    alive = tmp_path / f"gearbox-sound-check-{os.getpid()}-def"
+    other = tmp_path / "gearbox-sound-check-notes"
+    for folder in (dead, alive, other):
+        (folder / "x").mkdir(parents=True)
+    assert sweep_dead_outputs(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists() and other.exists()
