@@ -21,7 +21,7 @@ import gradio as gr
 from anomaly import plots
 from anomaly.errors import BundleError
 from anomaly.features import AUDIO_EXTENSIONS
-from anomaly.ui import lanes, serving, views
+from anomaly.ui import lanes, serving, uploads, views
 from anomaly.ui import runtime as limits
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
@@ -395,4 +395,5 @@ if __name__ == "__main__":
         head=serving.HEAD,
         footer_links=["api", "gradio", "settings"],
         allowed_paths=[str(EXAMPLES_DIR)],
+        app_kwargs=uploads.app_kwargs(),
     )
