@@ -420,9 +420,10 @@ def app_calibration(app, tmp_path) -> Path:
 
 
 def test_the_visitor_after_the_live_lane_is_full_is_told_so(app):
-    from anomaly.ui.lanes import LIVE_LISTENERS
+    from anomaly.ui.lanes import LIVE_LISTENERS, LiveSeats
 
     c, live_page = app.c, app.live
+    app.runtime.live_seats = LiveSeats()  # the streams of the tests before are no one's now
     listeners = [live_page.start(None)[c.live_state] for _ in range(LIVE_LISTENERS)]
     for live in listeners:
         call(app, live_page.listen, _mic_chunks(0.2, 0.2, 0.2)[0], live, None)
