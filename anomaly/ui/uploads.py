@@ -3,7 +3,8 @@
 Any client can post files to ``/gradio_api/upload`` without calling an endpoint, and gradio keeps them for
 ``CACHE_MAX_AGE_S``: a probe filled the upload folder at 183 MB/s, after which every call failed with HTTP
 500. ``UploadGuard`` is an ASGI middleware (handed to gradio's FastAPI app through ``launch(app_kwargs=...)``)
-that, before an upload's body is read, refuses one that would take its client over ``UPLOAD_BYTES`` or
+that, before an upload's body is read, refuses one that does not say its size (HTTP 411) or that would take its
+client over ``UPLOAD_BYTES`` or
 ``UPLOAD_REQUESTS`` within ``UPLOAD_WINDOW_S`` (HTTP 429), or leave less than ``DISK_RESERVE_BYTES`` free
 (HTTP 507), each with a sentence; and it answers any request that fails for want of disk space with 507
 and a sentence too.
@@ -23,9 +24,10 @@ from pathlib import Path
 log = logging.getLogger("anomaly.ui")
 
 UPLOAD_WINDOW_S = 600.0
-# A full batch (100 recordings of 10 s at 48 kHz stereo, about 400 MB) twice over, per client and window.
-UPLOAD_BYTES = 1024 * 2**20
-UPLOAD_REQUESTS = 600
+# Per client and window: ten full batches (100 recordings of 10 s at 48 kHz stereo, about 400 MB each),
+# 7 MB/s on average; the probe's flood sent 183 MB/s.
+UPLOAD_BYTES = 4096 * 2**20
+UPLOAD_REQUESTS = 2000
 DISK_RESERVE_BYTES = 1024 * 2**20
 UPLOAD_PATH = "/gradio_api/upload"
 
