@@ -12,6 +12,7 @@ Public API (also served as MCP tools): ``/score``, ``/analyze``, ``/analyze_spec
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,8 +21,8 @@ import gradio as gr
 from anomaly import plots
 from anomaly.errors import BundleError
 from anomaly.features import AUDIO_EXTENSIONS
+from anomaly.ui import lanes, serving, uploads, views
 from anomaly.ui import runtime as limits
-from anomaly.ui import serving, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.runtime import Runtime
@@ -37,8 +38,9 @@ EXAMPLES = views.example_files(EXAMPLES_DIR)
 
 try:
     runtime = Runtime.load()
-except BundleError as exc:  # a missing or damaged model is the operator's to fix: one clear line
-    raise SystemExit(f"error: {exc}") from None
+except BundleError as exc:  # a missing or damaged model is the operator's to fix: one line, exit 2 as the CLI
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 detector = runtime.detector
 params = detector.params
 c = SimpleNamespace()  # the page's components, by name, for the handlers
@@ -193,12 +195,12 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
 
         with gr.Tab("Batch", id="batch"):
             gr.Markdown(views.BATCH_INTRO)
-            c.batch_in = gr.File(
+            c.batch_in = serving.every_file_to_the_handler(gr.File(
                 file_count="multiple",
                 file_types=AUDIO_FILE_TYPES,
                 label=f"Recordings ({views.AUDIO_FORMATS_SHORT})",
                 elem_id="batch-input",
-            )
+            ))
             batch_btn = gr.Button("Score all", variant="primary", elem_id="batch-button")
             c.batch_status = gr.Markdown(elem_id="batch-status")
             c.batch_trend = gr.HTML(label="Scores in upload order", elem_id="batch-trend")
@@ -226,12 +228,12 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
                         max_length=80,
                         elem_id="calibration-name",
                     )
-                    c.calibration_in = gr.File(
+                    c.calibration_in = serving.every_file_to_the_handler(gr.File(
                         file_count="multiple",
                         file_types=AUDIO_FILE_TYPES,
                         label="Normal recordings of your machine",
                         elem_id="calibration-input",
-                    )
+                    ))
                     with gr.Row():
                         calibrate_btn = gr.Button("Adapt", variant="primary", elem_id="calibrate-button")
                         forget_btn = gr.Button("Forget it: back to the demo model", elem_id="forget-button")
@@ -265,9 +267,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
 
     # The API page lists endpoints in this order: /score first.
     score_btn.click(page.score, inputs=[c.audio, c.session], outputs=[c.score], api_name="score")
-    api_analyze.click(
-        page.analyze, inputs=[c.audio, c.show_map, c.session], outputs=page.api_view, api_name="analyze"
-    )
+    lane = {"api_name": "analyze", "concurrency_limit": lanes.ANALYZE_LIMIT}  # /score keeps a core
+    api_analyze.click(page.analyze, inputs=[c.audio, c.show_map, c.session], outputs=page.api_view, **lane)
     api_analyze_image.click(
         page.analyze_spectrogram,
         inputs=[c.image, c.show_map, c.session],
@@ -279,8 +280,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         inputs=[c.batch_in, c.session],
         outputs=[c.batch_table, c.batch_csv],
         api_name="batch",
-        concurrency_limit=1,
-        concurrency_id="heavy",
+        concurrency_limit=lanes.BATCH_LIMIT,
+        concurrency_id=lanes.BATCH_LANE,
     )
     gr.api(page.ping, api_name="ping", api_visibility="undocumented")
 
@@ -305,8 +306,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         page.show_batch,
         inputs=[c.batch_in, c.session],
         outputs=[c.batch_table, c.batch_rows, c.batch_csv, c.batch_trend, c.batch_status],
-        concurrency_limit=1,
-        concurrency_id="heavy",
+        concurrency_limit=lanes.BATCH_LIMIT,
+        concurrency_id=lanes.BATCH_LANE,
         **private,
     )
 
@@ -331,8 +332,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         page.calibrate,
         inputs=[c.calibration_in, c.calibration_name, c.show_map, c.session, c.last],
         outputs=calibrated,
-        concurrency_limit=1,
-        concurrency_id="heavy",
+        concurrency_limit=lanes.BATCH_LIMIT,
+        concurrency_id=lanes.BATCH_LANE,
         **private,
     )
     c.calibration_upload.upload(
@@ -361,6 +362,8 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         stream_every=serving.LIVE_STREAM_EVERY_S,
         show_progress="hidden",
         trigger_mode="multiple",
+        concurrency_limit=lanes.LIVE_LISTENERS,
+        concurrency_id=lanes.LIVE_LANE,
         **private,
     )
     c.live_in.stop_recording(
@@ -370,7 +373,9 @@ with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX
         **private,
     )
 
-demo.queue(default_concurrency_limit=2, max_size=32)
+serving.refuse_unusable_inputs(demo)
+demo.queue(default_concurrency_limit=2)
+lanes.share_the_queue(demo)
 
 
 if __name__ == "__main__":
@@ -390,4 +395,5 @@ if __name__ == "__main__":
         head=serving.HEAD,
         footer_links=["api", "gradio", "settings"],
         allowed_paths=[str(EXAMPLES_DIR)],
+        app_kwargs=uploads.app_kwargs(),
     )

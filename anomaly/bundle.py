@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.embedding import check_recipe
-from anomaly.errors import BundleError
+from anomaly.errors import BundleError, CalibrationFileError
 from anomaly.familiarity import Familiarity
 from anomaly.features import FeatureParams
 from anomaly.reference import Recipe, Reference
@@ -146,9 +146,16 @@ def read_config(bundle_dir: str | Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{bundle_dir}: no config.json; this folder is not a model bundle")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: config.json holds {json.dumps(config)[:40]}, not a JSON object")
+    return config
+
+
+# Sections read as objects (``config[section].get(...)``) wherever they are used.
+_OBJECT_SECTIONS = ("preprocessing", "thresholds", "embedding", "files", "training", "metrics", "libraries")
 
 
 def check_config(
@@ -160,6 +167,9 @@ def check_config(
     resolved and published, never loaded, needs no embedding recipe). Raises ``BundleError`` with one
     line naming the section and every problem in it.
     """
+    for section in _OBJECT_SECTIONS:
+        if section in config and not isinstance(config[section], dict):
+            raise BundleError(f"{where} has invalid {section}: {section} must be a JSON object")
     sections = {
         "preprocessing": FeatureParams.from_dict,
         "thresholds": Thresholds.from_dict,
@@ -172,7 +182,7 @@ def check_config(
             continue
         try:
             check(config[section])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise BundleError(f"{where} has invalid {section}: {detail}") from None
 
@@ -248,14 +258,23 @@ CALIBRATION_MAX_BYTES = 64 * 2**20
 CALIBRATION_MAX_ELEMENTS = 8_000_000
 # numpy dtype kinds a calibration may hold: booleans, numbers and text (never objects, i.e. pickles).
 _PLAIN_KINDS = set("biufcUS")
+# A calibration is a few dozen arrays; the zip directory is counted before any member is read, so that an
+# archive of 200,000 empty members costs nothing (listing them took 22 s of CPU).
+CALIBRATION_MAX_MEMBERS = 256
 
 
 def read_npz_checked(
-    path: str | Path, *, max_bytes: int, max_elements: int, name: str | None = None
+    path: str | Path,
+    *,
+    max_bytes: int,
+    max_elements: int,
+    max_members: int = CALIBRATION_MAX_MEMBERS,
+    name: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, after checking the file and each array's header against limits.
 
-    The zip directory and each member's ``.npy`` header (shape and dtype) are read first; nothing is
+    The number of members (from the zip's end record, before its directory is parsed), then the zip
+    directory and each member's ``.npy`` header (shape and dtype) are read first; nothing is
     loaded unless the file is a zip of ``.npy`` members holding plain arrays (no objects) whose sizes,
     summed, stay within ``max_elements`` and ``max_bytes`` (in memory), and the file itself within
     ``max_bytes``. A refusal is a ``BundleError`` naming ``name`` (default: the file's name) and the limit.
@@ -278,6 +297,10 @@ def read_npz_checked(
         )
     if not zipfile.is_zipfile(path):
         raise BundleError(f"{not_ours} (not an .npz archive)")
+    members_said = _zip_member_count(path)
+    if members_said is None or members_said > max_members:
+        said = "too many to count" if members_said is None else f"{members_said:,}"
+        raise BundleError(f"{name}: the archive holds {said} arrays; at most {max_members} are read")
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -309,6 +332,24 @@ def read_npz_checked(
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         # Damaged archive or array data: say so without numpy's wording (which talks about pickles).
         raise BundleError(f"{not_ours} (damaged: {type(exc).__name__})") from None
+
+
+def _zip_member_count(path: Path) -> int | None:
+    """How many members a zip's end-of-central-directory record says it holds, reading only the file's tail;
+    None when the record is not found or defers to ZIP64 (65,535 members or more)."""
+    import struct
+
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        tail_size = min(size, 22 + 0xFFFF)  # the record (22 bytes) plus the longest zip comment
+        fh.seek(size - tail_size)
+        tail = fh.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return None
+    total = struct.unpack("<H", tail[at + 10 : at + 12])[0]
+    return None if total == 0xFFFF else total
 
 
 def _npy_header(fh) -> tuple[tuple[int, ...], np.dtype]:
@@ -381,6 +422,67 @@ class Calibration:
         return path
 
 
+# Scores are distances relative to those of normal recordings (about 1 for a normal one); a threshold a
+# thousand times that is no calibration anybody made, and near float's range it overflows the page.
+MAX_THRESHOLD = 1000.0
+MAX_NAME_CHARS = 80
+MAX_CALIBRATION_CLIPS = 1_000_000
+# Arrays named like this divide or weigh distances: zero or negative values make every score NaN or inf.
+_POSITIVE_ARRAYS = ("scale", "scales", "spread", "std")
+
+
+def calibration_problems(arrays: dict[str, np.ndarray], meta: dict) -> list[str]:
+    """What makes a calibration's values impossible, checked on every array whatever its name and kind:
+    every number finite, scales and spreads positive, thresholds finite with 0 < maintenance < severe <=
+    ``MAX_THRESHOLD``, a plausible clip count, and a name and date that are short plain text."""
+    problems = []
+    for key, array in sorted(arrays.items()):
+        if array.dtype.kind not in "biufc" or array.size == 0:
+            continue
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            problems.append(f"{key} holds NaN or infinite values")
+        elif key.endswith(_POSITIVE_ARRAYS) and not (array > 0).all():
+            problems.append(f"{key} holds zero or negative scales")
+        elif key.endswith("n_clips") and not ((array >= 1) & (array <= MAX_CALIBRATION_CLIPS)).all():
+            problems.append(f"{key} is not a plausible number of recordings")
+    thresholds = meta.get("thresholds")
+    levels = [thresholds.get(k) for k in ("maintenance", "severe")] if isinstance(thresholds, dict) else []
+    if len(levels) != 2 or not all(_is_number(v) and math.isfinite(v) for v in levels):
+        problems.append("its thresholds are not two finite numbers")
+    elif not 0 < levels[0] < levels[1] <= MAX_THRESHOLD:
+        problems.append(
+            f"its thresholds ({levels[0]:.3g}, {levels[1]:.3g}) are not 0 < maintenance < severe <= "
+            f"{MAX_THRESHOLD:g}"
+        )
+    n_clips = meta.get("n_clips")
+    if n_clips is not None and not (_is_number(n_clips) and 1 <= n_clips <= MAX_CALIBRATION_CLIPS):
+        problems.append("its number of recordings is not plausible")
+    name = meta.get("name")
+    if name is not None and not (isinstance(name, str) and len(name) <= MAX_NAME_CHARS and name.isprintable()):
+        problems.append(f"its name is not plain text of at most {MAX_NAME_CHARS} characters")
+    created = meta.get("created")
+    if created is not None:
+        try:
+            _dt.datetime.fromisoformat(created if isinstance(created, str) and len(created) <= 40 else "")
+        except ValueError:
+            problems.append("its date is not a date")
+    return problems
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_calibration_values(name: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Raise ``CalibrationFileError`` (one line) when ``calibration_problems`` finds any."""
+    problems = calibration_problems(arrays, meta)
+    if problems:
+        more = f" (and {len(problems) - 2} more problems)" if len(problems) > 2 else ""
+        raise CalibrationFileError(
+            f"{name}: not a usable calibration: {'; '.join(problems[:2])}{more}; calibrate again"
+        )
+
+
 def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
     """Read a calibration file and refuse it unless it was made with this bundle's encoder."""
     path = Path(path)
@@ -390,6 +492,7 @@ def load_calibration(path: str | Path, bundle: Bundle) -> Calibration:
         meta = json.loads(str(arrays.pop("meta")))
         if not isinstance(meta, dict):
             raise ValueError("meta is not a JSON object")
+        check_calibration_values(name, arrays, meta)
         if meta.get("format_version") == 3 and meta.get("method") == "reference":
             return _reference_calibration(name, arrays, meta, bundle)
         scorer = MahalanobisScorer.from_arrays(arrays)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,31 @@ log = logging.getLogger("anomaly")
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+
+
+class UsageError(GearboxError):
+    """Options that cannot go together, or an output that cannot be written: exit 2 with one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: ...``) and exit 2, like every other refusal."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog.removeprefix('python -m anomaly').strip() or 'usage'}: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _threshold(text: str) -> float:
+    """A threshold given on the command line: a finite number in (0, MAX_THRESHOLD]."""
+    from anomaly.bundle import MAX_THRESHOLD
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_THRESHOLD):
+        raise argparse.ArgumentTypeError(f"{text!r}: a threshold is a number above 0 and at most {MAX_THRESHOLD:g}")
+    return value
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -63,11 +89,35 @@ def _train(args: argparse.Namespace) -> int:
 def _load_detector(args: argparse.Namespace):
     from anomaly.detector import Detector
 
-    return Detector.load(
-        args.bundle,
-        calibration=getattr(args, "calibration", None),
-        maintenance=getattr(args, "maintenance", None),
-        severe=getattr(args, "severe", None),
+    detector = Detector.load(args.bundle, calibration=getattr(args, "calibration", None))
+    maintenance, severe = getattr(args, "maintenance", None), getattr(args, "severe", None)
+    try:
+        return detector.with_thresholds(maintenance, severe)
+    except ValueError:
+        t = detector.thresholds
+        raise UsageError(
+            f"--maintenance {maintenance if maintenance is not None else t.maintenance:g} must be below "
+            f"--severe {severe if severe is not None else t.severe:g}"
+            + (" (the other one is the model's or the calibration's)" if None in (maintenance, severe) else "")
+        ) from None
+
+
+def _max_seconds(args: argparse.Namespace) -> float | None:
+    """The app's duration limit (and with it the sample-rate and decoded-size limits), unless
+    ``--no-limits``: then any length is read, piece by piece in bounded memory."""
+    from anomaly.features import MAX_SECONDS
+
+    return None if getattr(args, "no_limits", False) else MAX_SECONDS
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    from anomaly.features import MAX_SECONDS
+
+    p.add_argument(
+        "--no-limits",
+        action="store_true",
+        help=f"read recordings of any length and size (trusted archives); by default, as in the app, at most "
+        f"{MAX_SECONDS:g} s and 96 kHz stereo's worth of samples per recording",
     )
 
 
@@ -84,7 +134,7 @@ def _predict(args: argparse.Namespace) -> int:
     detector = _load_detector(args)
     files = _expand(args.files)
     failed = 0
-    results = detector.analyze_many(files, names=[str(f) for f in files])
+    results = detector.analyze_many(files, names=[str(f) for f in files], max_seconds=_max_seconds(args))
     for result in results:
         if isinstance(result, AudioInputError):
             failed += 1
@@ -98,6 +148,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not out.parent.is_dir():  # said before minutes of work, and no folder is made on a typo
+        raise UsageError(f"--out {args.out}: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give a file name ending in .npz")
     detector = _load_detector(args)
     files = _expand(args.normals)
 
@@ -105,8 +160,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         if done == total or done % max(1, total // 10) == 0:
             log.info("embedding normal clips: %d/%d", done, total)
 
-    calibration = detector.calibrate(files, progress=progress, name=args.name)
-    calibration.save(args.out)
+    calibration = detector.calibrate(files, progress=progress, name=args.name, max_seconds=_max_seconds(args))
+    try:
+        calibration.save(out)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write it ({exc.strerror or type(exc).__name__})") from None
     t = calibration.thresholds
     log.info(
         "calibrated on %d clips: maintenance %.3f, severe %.3f%s",
@@ -176,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     files = test_files(args.test_dir)
     if not files:
         raise AudioInputError(args.test_dir, "no labelled clips (names must say normal or anomaly)")
-    results = detector.analyze_many(files)
+    results = detector.analyze_many(files, max_seconds=_max_seconds(args))
     infos, scores = [], []
     for f, r in zip(files, results, strict=True):
         if isinstance(r, AudioInputError):
@@ -306,12 +364,12 @@ def _add_model_args(p: argparse.ArgumentParser, *, thresholds: bool = True, cali
     if calibration:
         p.add_argument("--calibration", metavar="FILE", help="calibration file made by `calibrate`")
     if thresholds:
-        p.add_argument("--maintenance", type=float, help="override the NEEDS MAINTENANCE threshold")
-        p.add_argument("--severe", type=float, help="override the SEVERE ANOMALY threshold")
+        p.add_argument("--maintenance", type=_threshold, help="override the NEEDS MAINTENANCE threshold")
+        p.add_argument("--severe", type=_threshold, help="override the SEVERE ANOMALY threshold")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m anomaly", description=__doc__)
+    parser = _Parser(prog="python -m anomaly", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -344,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score recordings; --json prints one object per line")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders")
     _add_model_args(p)
+    _add_limit_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 
@@ -352,11 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="calibration file to write (.npz)")
     p.add_argument("--name", help='a name people recognise, e.g. "Pump 3, east hall"')
     _add_model_args(p, thresholds=False, calibration=False)
+    _add_limit_args(p)
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("evaluate", help="AUC and pAUC (max_fpr 0.1) per domain and fault kind")
     p.add_argument("test_dir", metavar="TEST_DIR")
     _add_model_args(p, thresholds=False)
+    _add_limit_args(p)
     p.add_argument("--json", action="store_true", help="last line: the report as JSON")
     p.add_argument("--record", metavar="TEST_SET", help="store the metrics in the bundle's config.json")
     p.add_argument(
@@ -486,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     except AudioInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except GearboxError as exc:  # a bundle, calibration file or Hub problem
+    except GearboxError as exc:  # a bundle, calibration file or Hub problem, or options that do not go together
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file or folder the command was pointed at cannot be read or written
+        print(f"error: {exc.filename or ''}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

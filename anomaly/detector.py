@@ -294,22 +294,53 @@ class Detector:
 
     # --- the pipeline, step by step -------------------------------------------------------------------
 
-    def sound_of(self, source: str | Path | bytes, *, name: str | None = None, max_seconds=None) -> Sound:
-        """File (or bytes) -> waveform and log-mel in dB, with every input check: the one decode every
-        path takes (``anomaly.features``)."""
+    def sound_of(
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        max_seconds: float | None = None,
+        keep_wave: bool = True,
+    ) -> Sound:
+        """File (or bytes) -> log-mel in dB and (``keep_wave``) the waveform, with every input check: the
+        one decode every path takes (``anomaly.features``). What reading found (a file cut short) travels
+        as ``Sound.read_notes``.
+
+        A file too big for this process's memory (possible only without ``max_seconds``) is refused like
+        any other unusable file, so that a batch goes on with the next one."""
         p = self.params
-        y = load_audio(source, p.sr, name=name, min_seconds=min_seconds(p), max_seconds=max_seconds)
-        return Sound(log_mel(y, p), p.sr, p.hop_length, y)
+        label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
+        notes: list[str] = []
+        try:
+            y = load_audio(source, p.sr, name=name, min_seconds=min_seconds(p), max_seconds=max_seconds, notes=notes)
+            return Sound(log_mel(y, p), p.sr, p.hop_length, y if keep_wave else None, tuple(notes))
+        except MemoryError:
+            raise AudioInputError(label, "the recording is too big to decode in this process's memory") from None
 
     def log_mel_of(
-        self, source: str | Path | bytes, *, name: str | None = None, max_seconds=None
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        max_seconds: float | None = None,
+        notes: list[str] | None = None,
     ) -> np.ndarray:
-        """File (or bytes) -> log-mel in dB, with every input check."""
-        return self.sound_of(source, name=name, max_seconds=max_seconds).log_mel
+        """File (or bytes) -> log-mel in dB, with every input check (``notes``: what the answer should say
+        about reading the file, see ``load_audio``)."""
+        sound = self.sound_of(source, name=name, max_seconds=max_seconds, keep_wave=False)
+        if notes is not None:
+            notes.extend(sound.read_notes)
+        return sound.log_mel
 
     def as_sound(self, spec_db: np.ndarray, wave: np.ndarray | None = None) -> Sound:
         """A log-mel (and, when there is one, the waveform it came from) as a ``Sound``."""
         return Sound(np.asarray(spec_db), self.params.sr, self.params.hop_length, wave)
+
+    @property
+    def needs_wave(self) -> bool:
+        """Whether the active scorer listens to more than the log-mel (a reference with fine, lines or timing
+        blocks): otherwise a decoded waveform is dropped as soon as its log-mel is made."""
+        return self.reference is not None and self.reference.recipe.needs_wave
 
     def model_input(self, windows_db: np.ndarray) -> np.ndarray:
         """Log-mel windows in dB -> the encoder's normalised input."""
@@ -338,7 +369,11 @@ class Detector:
         if reconstruct:
             raw, x, recon = self.window_features(windows_db, reconstruct=True)
             return standardize(raw, self._standardizer), x, recon
-        return standardize(self.window_features(windows_db), self._standardizer)
+        # A few groups at a time: an hour-long recording's 3,500 windows would otherwise hold their
+        # normalised copy and every layer's activations at once (each window is embedded on its own).
+        step = 4 * BATCH_WINDOWS
+        raw = [self.window_features(windows_db[at : at + step]) for at in range(0, len(windows_db), step)]
+        return standardize(np.concatenate(raw) if len(raw) > 1 else raw[0], self._standardizer)
 
     def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
         return self.scorer.score_samples(embeddings)
@@ -359,7 +394,7 @@ class Detector:
         """Score one recording. ``explain`` adds the log-mel and the anomaly map for drawing."""
         started = time.perf_counter()
         label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
-        sound = self.sound_of(source, name=label, max_seconds=max_seconds)
+        sound = self.sound_of(source, name=label, max_seconds=max_seconds, keep_wave=explain or self.needs_wave)
         return self.analyze_sound(sound, name=label, explain=explain, started=started)
 
     def analyze_image(
@@ -372,18 +407,28 @@ class Detector:
         return self.analyze_log_mel(spec, name=name, explain=explain, started=started)
 
     def analyze_log_mel(
-        self, spec_db: np.ndarray, *, name: str, explain: bool = False, started: float | None = None
+        self,
+        spec_db: np.ndarray,
+        *,
+        name: str,
+        explain: bool = False,
+        started: float | None = None,
+        notes: Sequence[str] = (),
     ) -> Analysis:
-        """Score a log-mel with no waveform (a spectrogram image): see ``analyze_sound``."""
-        return self.analyze_sound(self.as_sound(spec_db), name=name, explain=explain, started=started)
+        """Score a log-mel with no waveform (a spectrogram image): see ``analyze_sound``; ``notes`` open the
+        answer's notes."""
+        sound = Sound(np.asarray(spec_db), self.params.sr, self.params.hop_length, None, tuple(notes))
+        return self.analyze_sound(sound, name=name, explain=explain, started=started)
 
     def analyze_sound(
         self, sound: Sound, *, name: str, explain: bool = False, started: float | None = None
     ) -> Analysis:
-        """Band check, then the bundled model's windows or the user's reference, then the decision."""
+        """Band check, then the bundled model's windows or the user's reference, then the decision. What
+        reading the file found (``Sound.read_notes``: a file cut short) opens the answer's notes."""
         started = time.perf_counter() if started is None else started
         spec_db = sound.log_mel
-        heard, notes, n_shared = self.shared_bands(spec_db, name=name)
+        heard, band_notes, n_shared = self.shared_bands(spec_db, name=name)
+        notes = [*sound.read_notes, *band_notes]
         if self.reference is not None:
             scored = self._reference_scores(sound.with_log_mel(heard), n_shared, explain)
             if self.reference.recipe.needs_wave and not sound.has_wave:
@@ -583,8 +628,10 @@ class Detector:
         *,
         max_seconds: float | None = None,
         workers: int | None = None,
+        keep_wave: bool = True,
     ) -> Iterator[tuple[int, Sound | None, np.ndarray | None, AudioInputError | None]]:
-        """``(index, sound, windows, error)`` of each file in order; a bad file yields its error.
+        """``(index, sound, windows, error)`` of each file in order; a bad file yields its error. Without
+        ``keep_wave`` the sounds hold their log-mel only (the bundled model's path needs no more).
 
         Files are decoded and turned into log-mels by ``workers`` threads (default: one per CPU, at most
         4; libsndfile, FFmpeg, the FFT and numpy release the GIL), at most ``workers`` files ahead of the
@@ -593,7 +640,7 @@ class Detector:
 
         def prepare(f: str | Path) -> tuple[Sound, np.ndarray] | AudioInputError:
             try:
-                sound = self.sound_of(f, name=Path(f).name, max_seconds=max_seconds)
+                sound = self.sound_of(f, name=Path(f).name, max_seconds=max_seconds, keep_wave=keep_wave)
                 return sound, windows(sound.log_mel, self.params, name=Path(f).name)
             except AudioInputError as exc:
                 return exc
@@ -606,9 +653,9 @@ class Detector:
                 if i + workers < len(files):
                     ahead.append(pool.submit(prepare, files[i + workers]))
                 if isinstance(outcome, AudioInputError):
-                    yield i, None, None, outcome
+                    yield i, None, None, outcome, []
                 else:
-                    yield i, outcome[0], outcome[1], None
+                    yield i, outcome[0], outcome[1], None, outcome[2]
 
     def window_files(
         self,
@@ -624,7 +671,7 @@ class Detector:
         specs: list[Sound | None] = []
         clip_windows: list[np.ndarray | None] = []
         errors: dict[int, AudioInputError] = {}
-        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+        for i, spec, clip, error, _ in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
             if error is not None:
                 errors[i] = error
             specs.append(spec)
@@ -674,14 +721,17 @@ class Detector:
                 )
             group.clear()
 
-        for i, sound, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+        for i, sound, clip, error in self.iter_windows(
+            files, max_seconds=max_seconds, workers=workers, keep_wave=self.needs_wave
+        ):
             try:
                 if error is not None:
                     raise error
                 if self.reference is not None:  # the user's reference: no network pass, nothing to group
                     results[i] = self.analyze_sound(sound, name=name_of(i), started=started)
                 else:
-                    heard, notes, n_shared = self.shared_bands(sound.log_mel, name=name_of(i))
+                    heard, band_notes, n_shared = self.shared_bands(sound.log_mel, name=name_of(i))
+                    notes = [*sound.read_notes, *band_notes]
                     clip = self.model_windows(heard, n_shared, name=name_of(i), cut=clip)
                     group.append((i, sound.log_mel, heard, clip, notes))
                     if sum(len(g[3]) for g in group) >= BATCH_WINDOWS:

@@ -8,6 +8,9 @@
   - ``BundleError`` (also a ``RuntimeError``): a model bundle or calibration file is missing, tampered with
     or incompatible. CLI exit 2.
     - ``HubError``: the Hugging Face Hub refused or failed a download or an upload.
+    - ``CalibrationFileError``: a calibration file (or one kept in a browser) holds values no calibration
+      has (NaN, a zero scale, thresholds out of order or range, a name with control characters), or was
+      not signed by this server.
   - ``ClusterError`` (also a ``RuntimeError``): a Dask scheduler cannot be reached or has no workers.
     CLI exit 2.
 """
@@ -36,6 +39,14 @@ class BundleError(GearboxError, RuntimeError):
 
 class HubError(BundleError):
     """The Hugging Face Hub refused or failed a download or an upload."""
+
+
+class CalibrationFileError(BundleError):
+    """A calibration file or a browser-kept calibration is damaged, forged or holds impossible values.
+
+    (``CalibrationError`` is taken: it says the recordings given to adapt cannot make a calibration, a bad
+    input with exit 1; a bad calibration file is exit 2 like a bad bundle.)
+    """
 
 
 class ClusterError(GearboxError, RuntimeError):

@@ -65,6 +65,18 @@ MAX_SAMPLE_RATE = 384_000
 MAX_SAMPLES_PER_SECOND = 96_000 * 2
 # Lossy encoders pad the end (AAC by up to one 1024-sample frame): a limit is not missed by that.
 CODEC_PADDING_S = 0.1
+# The longest recording the app scores, and the CLI unless told ``--no-limits`` (the model was trained on
+# 10 s clips; two minutes cover any sensible recording of a steady machine).
+MAX_SECONDS = 120.0
+# Recordings longer than this (only without a duration limit) are decoded in pieces of STREAM_PIECE_S, each
+# downmixed and resampled with STREAM_CONTEXT_S of context on either side and cut back to its own span, so
+# that memory stays bounded however long, fast or wide the file is (the result equals resampling it whole,
+# up to float rounding).
+STREAM_ABOVE_S = MAX_SECONDS
+STREAM_PIECE_S = 30
+STREAM_CONTEXT_S = 1
+# Frames transformed at once by ``log_mel``: 16 MB of spectrum whatever the recording's length.
+LOG_MEL_CHUNK_FRAMES = 4096
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,7 @@ def load_audio(
     name: str | None = None,
     min_seconds: float = 0.0,
     max_seconds: float | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Read a recording in any accepted format (``AUDIO_FORMATS``), downmix to mono and resample to ``sr``.
 
@@ -178,7 +191,9 @@ def load_audio(
     source : path or bytes of an audio file.
     sr : the sample rate the model expects.
     name : what to call the file in error messages (defaults to the file's name).
-    min_seconds, max_seconds : accepted duration range.
+    min_seconds, max_seconds : accepted duration range (``max_seconds=None``: any length, decoded piece by
+        piece beyond ``STREAM_ABOVE_S`` in bounded memory).
+    notes : if given, what the answer should say about the reading is appended (a file cut short).
 
     Returns
     -------
@@ -211,26 +226,109 @@ def load_audio(
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
             sf_problem = _libsndfile_problem(exc, source, label)
     if info is not None and info.format not in _FFMPEG_FORMATS:
-        data, file_sr = _read_soundfile(source, info, label, max_seconds)
+        data, file_sr = _read_soundfile(source, info, label, max_seconds, sr, notes)
     else:
-        data, file_sr = _read_ffmpeg(source, label, max_seconds, sf_problem)
+        data, file_sr = _read_ffmpeg(source, label, max_seconds, sf_problem, sr)
     return prepare_waveform(data, file_sr, sr, name=label, min_seconds=min_seconds)
 
 
 def _read_soundfile(
-    source: str | Path | bytes, info, label: str, max_seconds: float | None
+    source: str | Path | bytes,
+    info,
+    label: str,
+    max_seconds: float | None,
+    sr: int,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioInputError(label, "the file holds no audio samples")
     check_header(label, info.samplerate, info.frames / info.samplerate, info.channels, max_seconds)
+    stream = max_seconds is None and info.frames / info.samplerate > STREAM_ABOVE_S
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
+        if stream:
+            with sf.SoundFile(handle) as fh:
+                mono = MonoStream(info.samplerate, sr, expected_frames=info.frames)
+                for block in fh.blocks(blocksize=info.samplerate * 5, dtype="float32", always_2d=True):
+                    mono.feed(block)
+            data, file_sr, read = mono.finish(), sr, mono.frames_in
+        else:
+            data, file_sr = sf.read(handle, dtype="float32", always_2d=True)
+            read = len(data)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
         raise AudioInputError(
             label, f"not a readable audio file ({_libsndfile_problem(exc, source, label)})"
         ) from None
+    promised = _promised_frames(info)
+    if read < promised and notes is not None:
+        notes.append(
+            f"The file is cut short: its header promises {promised / info.samplerate:.1f} s, only "
+            f"{read / info.samplerate:.1f} s were there to read and score."
+        )
     return data, file_sr
+
+
+def _promised_frames(info) -> int:
+    """How many frames the file's header promises. libsndfile sizes a WAV by the bytes that are there and
+    says in its log what the header claimed ("data : 320000 (should be 105600)"); FLAC's header count is
+    ``info.frames`` itself, and reading then stops short."""
+    claimed = re.search(r"^data : (\d+) \(should be \d+\)", info.extra_info or "", re.M)
+    align = re.search(r"Block Align\s*:\s*(\d+)", info.extra_info or "")
+    if claimed and align and int(align.group(1)) > 0:
+        return max(info.frames, int(claimed.group(1)) // int(align.group(1)))
+    return info.frames
+
+
+class MonoStream:
+    """Blocks of a recording (samples x channels at ``file_sr``) in, the mono waveform at ``sr`` out, in
+    bounded memory: pieces of ``STREAM_PIECE_S`` are resampled with ``STREAM_CONTEXT_S`` of context on
+    either side (longer than any resampling filter) and cut back to their own span, so that the joins are
+    seamless. Piece and context are whole seconds, so each maps to a whole number of output samples."""
+
+    def __init__(self, file_sr: int, sr: int, *, expected_frames: int = 0):
+        self.file_sr, self.sr = int(file_sr), int(sr)
+        self.piece_in, self.context_in = STREAM_PIECE_S * self.file_sr, STREAM_CONTEXT_S * self.file_sr
+        self.frames_in = 0
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0  # input index of self._buffer[0]
+        # Written in place when the header says how long the file is, so that the waveform is never held
+        # twice (as pieces and as their concatenation); grown like a list when it runs over.
+        self._out = np.empty(expected_frames * self.sr // self.file_sr + 1, dtype=np.float32)
+        self._written = 0
+        self._done = 0  # pieces resampled
+
+    def feed(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block
+        self._buffer = np.concatenate([self._buffer, mono])
+        self.frames_in += len(mono)
+        while self.frames_in >= (self._done + 1) * self.piece_in + self.context_in:
+            self._resample_piece(last=False)
+
+    def finish(self) -> np.ndarray:
+        if self.frames_in > self._done * self.piece_in or not self._done:
+            self._resample_piece(last=True)
+        return self._out[: self._written]
+
+    def _resample_piece(self, *, last: bool) -> None:
+        start = self._done * self.piece_in
+        low = max(0, start - self.context_in)
+        high = self.frames_in if last else start + self.piece_in + self.context_in
+        piece = self._buffer[low - self._buffer_start : high - self._buffer_start]
+        out = piece if self.file_sr == self.sr else resample(piece, self.file_sr, self.sr)
+        left = (start - low) * self.sr // self.file_sr
+        keep = out[left:] if last else out[left : left + self.piece_in * self.sr // self.file_sr]
+        if self._written + len(keep) > len(self._out):
+            grown = np.empty(max(2 * len(self._out), self._written + len(keep)), dtype=np.float32)
+            grown[: self._written] = self._out[: self._written]
+            self._out = grown
+        self._out[self._written : self._written + len(keep)] = keep
+        self._written += len(keep)
+        self._done += 1
+        drop = self._done * self.piece_in - self.context_in - self._buffer_start
+        if drop > 0:
+            self._buffer = self._buffer[drop:].copy()
+            self._buffer_start += drop
 
 
 def check_header(
@@ -275,7 +373,7 @@ def max_samples(max_seconds: float) -> int:
 
 
 def _read_ffmpeg(
-    source: str | Path | bytes, label: str, max_seconds: float | None, sf_problem: str | None
+    source: str | Path | bytes, label: str, max_seconds: float | None, sf_problem: str | None, sr: int
 ) -> tuple[np.ndarray, int]:
     """Decode the first audio stream with FFmpeg (PyAV), within the header and running limits."""
     import av
@@ -312,6 +410,7 @@ def _read_ffmpeg(
         limit_seconds = None if max_seconds is None else max_seconds + CODEC_PADDING_S
         limit_values = None if max_seconds is None else max_samples(max_seconds)
         chunks: list[np.ndarray] = []
+        mono = None  # a MonoStream once an unlimited recording grows past STREAM_ABOVE_S
         resampler = None
         decoded = values = damaged = packets = 0
         try:
@@ -329,9 +428,17 @@ def _read_ffmpeg(
                         resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=file_sr)
                     for converted in resampler.resample(frame):
                         chunk = converted.to_ndarray()
-                        chunks.append(chunk)
                         decoded += chunk.shape[1]
                         values += chunk.size
+                        if mono is not None:
+                            mono.feed(chunk.T)
+                            continue
+                        chunks.append(chunk)
+                        if max_seconds is None and decoded / file_sr > STREAM_ABOVE_S:
+                            mono = MonoStream(file_sr, sr)
+                            for kept in chunks:
+                                mono.feed(kept.T)
+                            chunks.clear()
                     if limit_seconds is not None and decoded / file_sr > limit_seconds:
                         raise AudioInputError(
                             label,
@@ -351,6 +458,8 @@ def _read_ffmpeg(
         raise AudioInputError(
             label, f"not a readable audio file ({damaged} of {packets} audio packets are damaged)"
         )
+    if mono is not None:
+        return mono.finish()[:, None], sr
     if not chunks:
         raise AudioInputError(label, "the file holds no audio samples")
     data = np.concatenate(chunks, axis=1).T
@@ -442,7 +551,7 @@ def prepare_waveform(
             name, f"the recording is {_floor2(seconds)} s long; at least {min_seconds:g} s is needed"
         )
     y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < SILENCE_RMS:
+    if _rms(y) < SILENCE_RMS:
         raise AudioInputError(name, "the recording is silent (no signal above -100 dBFS)")
     y = trim_edge_silence(y, min_samples=int(EDGE_SILENCE_SECONDS * file_sr))
     if file_sr != sr:
@@ -450,15 +559,31 @@ def prepare_waveform(
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+def _first_loud(y: np.ndarray, threshold: float, chunk: int = 1 << 16) -> int | None:
+    """Index of the first sample above ``threshold``, looking a chunk at a time (the edges are short)."""
+    for at in range(0, len(y), chunk):
+        loud = np.abs(y[at : at + chunk]) > threshold
+        if loud.any():
+            return at + int(loud.argmax())
+    return None
+
+
+def _rms(y: np.ndarray, chunk: int = 1 << 20) -> float:
+    """Root mean square, summed in float64 a chunk at a time (a float64 copy of an hour would be 460 MB)."""
+    total = sum(float(np.square(y[at : at + chunk], dtype=np.float64).sum()) for at in range(0, len(y), chunk))
+    return math.sqrt(total / max(len(y), 1))
+
+
 def trim_edge_silence(y: np.ndarray, min_samples: int = 1, threshold: float = EDGE_SILENCE) -> np.ndarray:
     """Drop the digital silence a lossy encoder puts before and after the sound (AAC's priming and
     padding, about 64 ms): scored as sound, it reads as a sudden drop in every band. Runs shorter than
     ``min_samples`` (a zero crossing) are kept."""
-    loud = np.flatnonzero(np.abs(y) > threshold)
-    if len(loud) == 0:
+    first = _first_loud(y, threshold)
+    if first is None:
         return y
-    start = int(loud[0]) if loud[0] >= min_samples else 0
-    stop = int(loud[-1]) + 1 if len(y) - 1 - loud[-1] >= min_samples else len(y)
+    last = len(y) - 1 - _first_loud(y[::-1], threshold)
+    start = first if first >= min_samples else 0
+    stop = last + 1 if len(y) - 1 - last >= min_samples else len(y)
     return y[start:stop]
 
 
@@ -536,17 +661,27 @@ def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     """
     import scipy.fft
 
-    n_fft, hop = params.n_fft, params.hop_length
-    padded = np.pad(np.asarray(y, dtype=np.float32), n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-    spec = scipy.fft.rfft(frames * _stft_window(n_fft), axis=1)  # (frames, 1 + n_fft // 2)
-    if params.power == 2.0:
-        power = np.square(spec.real)
-        power += np.square(spec.imag)
-    else:
-        power = np.abs(spec) ** params.power
-    mel = _mel_basis(params.sr, n_fft, params.n_mels, params.fmin, params.fmax) @ power.T
-    return (10.0 * np.log10(mel + 1e-10)).astype(np.float32, copy=False)
+    n_fft, hop, half = params.n_fft, params.hop_length, params.n_fft // 2
+    y = np.asarray(y, dtype=np.float32)
+    n_frames = 1 + (len(y) + 2 * half - n_fft) // hop
+    basis = _mel_basis(params.sr, n_fft, params.n_mels, params.fmin, params.fmax)
+    out = np.empty((params.n_mels, n_frames), dtype=np.float32)
+    # In chunks of frames, each padded on its own (librosa's center=True zero padding), so that an hour of
+    # sound costs its log-mel, not a padded copy of it and its complex spectrum.
+    for at in range(0, n_frames, LOG_MEL_CHUNK_FRAMES):
+        count = min(LOG_MEL_CHUNK_FRAMES, n_frames - at)
+        low, high = at * hop - half, (at + count - 1) * hop + n_fft - half  # sample span of these frames
+        piece = np.pad(y[max(low, 0) : min(high, len(y))], (max(0, -low), max(0, high - len(y))))
+        frames = np.lib.stride_tricks.sliding_window_view(piece, n_fft)[::hop]
+        spec = scipy.fft.rfft(frames * _stft_window(n_fft), axis=1)
+        if params.power == 2.0:
+            power = np.square(spec.real)
+            power += np.square(spec.imag)
+        else:
+            power = np.abs(spec) ** params.power
+        mel = basis @ power.T
+        out[:, at : at + count] = 10.0 * np.log10(mel + 1e-10)
+    return out
 
 
 def log_mel_file(
@@ -555,9 +690,13 @@ def log_mel_file(
     *,
     name: str | None = None,
     max_seconds: float | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
-    """File (or bytes) -> log-mel in dB, with every input check: the path every caller takes."""
-    y = load_audio(source, params.sr, name=name, min_seconds=min_seconds(params), max_seconds=max_seconds)
+    """File (or bytes) -> log-mel in dB, with every input check: the path every caller takes. ``notes``, if
+    given, gets what the answer should say about reading the file (``load_audio``)."""
+    y = load_audio(
+        source, params.sr, name=name, min_seconds=min_seconds(params), max_seconds=max_seconds, notes=notes
+    )
     return log_mel(y, params)
 
 

@@ -80,6 +80,8 @@ class Sound:
     sr: int
     hop_length: int
     wave: np.ndarray | None = field(default=None, repr=False)
+    # What reading the file found that the answer should say (a file cut short).
+    read_notes: tuple[str, ...] = ()
     # Block vectors already computed, by (start, stop, block): a recording scored against several
     # references (the benchmark's candidates, a calibration changed on the page) is summarised once.
     _blocks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -94,13 +96,13 @@ class Sound:
 
     def with_log_mel(self, log_mel: np.ndarray) -> Sound:
         """The same recording with another log-mel (the band-gap repair of ``Detector.shared_bands``)."""
-        return Sound(log_mel, self.sr, self.hop_length, self.wave)
+        return Sound(log_mel, self.sr, self.hop_length, self.wave, self.read_notes)
 
     def scaled(self, gain_db: float) -> Sound:
         """The recording ``gain_db`` louder (every block but ``level`` and ``timing`` moves with it)."""
         gain = 10.0 ** (gain_db / 20.0)
         wave = None if self.wave is None else (self.wave * np.float32(gain)).astype(np.float32)
-        return Sound(self.log_mel + np.float32(gain_db), self.sr, self.hop_length, wave)
+        return Sound(self.log_mel + np.float32(gain_db), self.sr, self.hop_length, wave, self.read_notes)
 
     @cached_property
     def fine_frames(self) -> np.ndarray:

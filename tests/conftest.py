@@ -51,6 +51,49 @@ def tiny_bundle(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def app_data_dir(tmp_path_factory) -> Path:
+    """The app's data folder (where the browser store's signing secret is kept), private to this run."""
+    folder = tmp_path_factory.mktemp("app-data")
+    saved = os.environ.get("GEARBOX_DATA_DIR")
+    os.environ["GEARBOX_DATA_DIR"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("GEARBOX_DATA_DIR", None)
+    else:
+        os.environ["GEARBOX_DATA_DIR"] = saved
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration(tiny_bundle, tiny_corpus, tmp_path_factory) -> Path:
+    """A calibration file made by the tiny model on 5 normal clips of the tiny corpus."""
+    from anomaly.detector import Detector
+
+    normals = sorted((tiny_corpus / "train").glob("*source*"))[:5]
+    out = tmp_path_factory.mktemp("tiny_calibration") / "cal.npz"
+    return Detector.load(tiny_bundle).calibrate(normals, name="Pump 3").save(out)
+
+
+def rewrite_calibration(source: Path, out: Path, *, meta: dict | None = None, **arrays) -> Path:
+    """A copy of a calibration file with some of its meta entries and arrays replaced (a hostile file)."""
+    import json
+
+    import numpy as np
+
+    with np.load(source, allow_pickle=False) as data:
+        content = {k: data[k] for k in data.files}
+    content["meta"] = np.asarray(json.dumps({**json.loads(str(content["meta"])), **(meta or {})}))
+    content.update(arrays)
+    with open(out, "wb") as fh:
+        np.savez(fh, **content)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hostile_calibration():
+    return rewrite_calibration
+
+
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_bundle):
     from anomaly.detector import Detector

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import csv
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,19 @@ def test_batch_scores_good_files_and_reports_the_bad_one(client, example_clips, 
     assert all("demo gearbox" in r["compared_with"] for r in written)
 
 
+def test_a_picture_and_a_text_file_in_a_batch_are_rows_of_their_own(client, example_clips, tmp_path):
+    """gradio's own type check would refuse the whole batch ("Invalid file type"); each is an error row."""
+    picture, notes = tmp_path / "photo.png", tmp_path / "notes.txt"
+    Image.new("RGB", (8, 8)).save(picture)
+    notes.write_text("not a recording")
+    good = example_clips / "normal_source.wav"
+    table, _ = client.predict([handle_file(str(p)) for p in (good, picture, notes)], api_name="/batch")
+    rows = table["data"]
+    assert [row[0] for row in rows] == ["normal_source.wav", "photo.png", "notes.txt"]
+    assert rows[0][3] in LABELS and rows[0][5] == ""
+    assert all(row[1] is None and "not a readable audio file" in row[5] for row in rows[1:]), rows
+
+
 @pytest.mark.parametrize("endpoint", ["/analyze", "/score"])
 def test_not_audio_is_a_clear_error(client, not_audio, endpoint):
     args = (handle_file(str(not_audio)), True) if endpoint == "/analyze" else (handle_file(str(not_audio)),)
@@ -276,6 +290,65 @@ def test_a_refused_upload_is_one_line_in_the_server_log(app_server, client, tmp_
     assert "Traceback" not in added, added
 
 
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ("/etc/passwd", "Cannot move /etc/passwd to the gradio cache dir because it was not uploaded by a user"),
+        ("http://169.254.169.254/latest/x.wav", "Hostname 169.254.169.254 failed validation"),
+    ],
+)
+def test_a_path_or_private_url_typed_into_the_api_is_refused_with_its_reason(app_server, given, reason):
+    """gradio refuses these before any handler runs; the caller hears why, the log gets one line."""
+    import httpx
+
+    before = app_server.log.read_text(errors="replace")
+    with httpx.Client(base_url=app_server.url, timeout=60) as http:
+        data = [{"path": given, "meta": {"_type": "gradio.FileData"}}, None]
+        event_id = http.post("/gradio_api/call/score", json={"data": data}).json()["event_id"]
+        with http.stream("GET", f"/gradio_api/call/score/{event_id}") as stream:
+            text = "".join(stream.iter_text())
+    assert text.startswith("event: error"), text
+    answer = json.loads(text.split("data:", 1)[1])
+    assert answer["title"] == "Cannot use this input" and answer["error"].startswith(
+        f"The input cannot be used: {reason}. Send a file with the call itself"
+    )
+    added = app_server.log.read_text(errors="replace")[len(before) :]
+    refusals = [line for line in added.splitlines() if "refused: The input cannot be used" in line]
+    assert len(refusals) == 1 and reason in refusals[0] and "Traceback" not in added, added
+
+
+def test_a_bad_bundle_stops_the_app_with_one_line_and_exit_2(tmp_path):
+    """The operator's mistake, said as the CLI says it (exit 2), not as a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ANOMALY_BUNDLE=str(tmp_path / "no-such-bundle"), GRADIO_ANALYTICS_ENABLED="False")
+    app_py = Path(__file__).resolve().parent.parent / "app.py"
+    done = subprocess.run([sys.executable, str(app_py)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'no-such-bundle'}: the model bundle folder does not exist"
+    ), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_the_apps_upload_guard_is_in_front_of_gradio(app_url):
+    """The guard (tests/test_uploads.py) answers an upload that does not say its size before gradio reads it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(app_url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 411") and b"An upload must say its size" in answer, answer[:300]
+
+
 def test_uploads_above_the_size_limit_are_refused_by_the_server(app_url):
     import io
 
@@ -352,3 +425,37 @@ def test_batch_csv_cells_cannot_run_as_formulas(client, example_clips, tmp_path)
     assert [row[0] for row in written] == ["'" + name for name in shown]
     for row in written:
         float(row[1])  # numbers stay numbers
+
+
+def test_an_examples_cache_left_half_done_by_a_crash_is_rebuilt(launch_app, tmp_path):
+    """kill -9 while the examples are being cached, start again: every example is cached and answers."""
+    import os
+    import signal
+    import time
+
+    from anomaly.ui.launcher import app_server
+
+    clips = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.wav"))
+    with app_server(tmp_path) as first:
+        deadline = time.monotonic() + 240
+        while not any(len(p.read_text().splitlines()) > 1 for p in tmp_path.glob("examples-cache/*/*/indices.csv")):
+            assert first.process.poll() is None and time.monotonic() < deadline, first.log_tail()
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.process.wait()
+    (partial,) = tmp_path.glob("examples-cache/*/*/indices.csv")
+    assert 0 < len(partial.read_text().split()) < len(clips)  # really cut short
+    with launch_app(tmp_path) as second:
+        assert "incomplete or damaged: caching the examples again" in second.log_tail(10**7)
+        from anomaly.ui.serving import examples_cache_is_complete
+
+        assert examples_cache_is_complete(partial.parent, len(clips))
+        with open(partial.parent / "log.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        verdicts = [ast.literal_eval(r["Verdict"])["value"]["label"] for r in rows]
+        assert len(rows) == len(clips) and all(v in LABELS for v in verdicts), verdicts
+        # A batch makes the app's download folder; stopped with SIGTERM (as a Space stops it), it goes too.
+        Client(second.url, verbose=False).predict([handle_file(str(clips[0]))], api_name="/batch")
+        pid = second.pid
+        assert list(Path(tempfile.gettempdir()).glob(f"gearbox-sound-check-{pid}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"gearbox-sound-check-{pid}-*"))

@@ -495,3 +495,4 @@ def test_listen_live_says_so_when_there_is_no_microphone(microphone_browser, app
         page.screenshot(path=str(tmp_path / "live-no-microphone.png"), full_page=True)
     finally:
         context.close()
+

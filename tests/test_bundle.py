@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +250,9 @@ def test_every_problem_is_named_at_once(bundle_copy):
         ("embedding", {"recipe": ["nonsense"]}, "unknown embedding blocks"),
         ("preprocessing", [], "preprocessing must be a JSON object"),
         ("thresholds", {"maintenance": "x"}, "invalid thresholds"),
+        ("training", None, "training must be a JSON object"),
+        ("metrics", [1], "metrics must be a JSON object"),
+        ("embedding", None, "embedding must be a JSON object"),
     ],
 )
 def test_invalid_sections_are_refused(bundle_copy, section, value, phrase):
@@ -259,6 +263,14 @@ def test_invalid_sections_are_refused(bundle_copy, section, value, phrase):
         load_bundle(bundle_copy)
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", "null", "3"])
+def test_a_config_that_is_not_an_object_is_one_line(bundle_copy, content):
+    (bundle_copy / "config.json").write_text(content)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_copy)
+    assert str(refused.value) == f"{bundle_copy}/config.json: config.json holds {content}, not a JSON object"
+
+
 def test_a_bundle_without_an_embedding_recipe_verifies_but_does_not_load(bundle_copy):
     config = read_config(bundle_copy)
     del config["embedding"]
@@ -266,3 +278,79 @@ def test_a_bundle_without_an_embedding_recipe_verifies_but_does_not_load(bundle_
     verify_bundle(bundle_copy)  # enough to resolve or publish it
     with pytest.raises(BundleError, match="config.json has no 'embedding' section"):
         load_bundle(bundle_copy)
+
+
+# --- calibration values: every calibration is validated on load ----------------------------------------
+
+
+def _hostile_cases(calibration: Path) -> dict[str, tuple[dict, dict]]:
+    """Name -> (meta changes, array changes) of hostile variants of a real calibration file."""
+    with np.load(calibration) as data:
+        arrays = {k: data[k] for k in data.files}
+    precision = next(k for k in arrays if k.endswith("precision"))
+    scale = next(k for k in arrays if k.endswith("scale"))
+    nan_precision = arrays[precision].copy()
+    nan_precision.flat[0] = np.nan
+    return {
+        "nan-precision": ({}, {precision: nan_precision}),
+        "zero-scale": ({}, {scale: np.zeros_like(arrays[scale])}),
+        "huge-thresholds": ({"thresholds": {"maintenance": 1e306, "severe": 1e307}}, {}),
+        "inverted-thresholds": ({"thresholds": {"maintenance": 2.0, "severe": 1.0}}, {}),
+        "nan-threshold": ({"thresholds": {"maintenance": float("nan"), "severe": 2.0}}, {}),
+        "control-name": ({"name": "Pump\x1b[31m 3"}, {}),
+        "long-name": ({"name": "x" * 500}, {}),
+        "clips": ({"n_clips": -4}, {}),
+        "markdown-date": ({"created": "[click](http://evil.example)"}, {}),
+    }
+
+
+HOSTILE = [
+    "nan-precision",
+    "zero-scale",
+    "huge-thresholds",
+    "inverted-thresholds",
+    "nan-threshold",
+    "control-name",
+    "long-name",
+    "clips",
+    "markdown-date",
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_impossible_calibration_values_are_refused_in_one_line(
+    case, tiny_bundle, tiny_calibration, hostile_calibration, tmp_path
+):
+    from anomaly.errors import CalibrationFileError
+
+    bundle = load_bundle(tiny_bundle)
+    assert load_calibration(tiny_calibration, bundle).n_clips == 5  # the file it is made from is fine
+    meta, arrays = _hostile_cases(tiny_calibration)[case]
+    path = hostile_calibration(tiny_calibration, tmp_path / f"{case}.npz", meta=meta, **arrays)
+    with pytest.raises(CalibrationFileError) as refused:
+        load_calibration(path, bundle)
+    message = str(refused.value)
+    assert message.startswith(f"{case}.npz: not a usable calibration: ") and "\n" not in message
+
+
+def test_a_plain_name_with_markup_characters_loads(tiny_bundle, tiny_calibration, hostile_calibration, tmp_path):
+    """Markup is shown as text by the page (tests/test_ui.py), not refused: names are the user's own words."""
+    name = "Pump [3](http://x.example) *east* <hall>"
+    path = hostile_calibration(tiny_calibration, tmp_path / "named.npz", meta={"name": name})
+    assert load_calibration(path, load_bundle(tiny_bundle)).meta["name"] == name
+
+
+def test_an_npz_with_200000_members_is_refused_before_any_is_read(tmp_path):
+    import time
+    import zipfile
+
+    from anomaly.bundle import CALIBRATION_MAX_MEMBERS, read_npz_checked
+
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for i in range(200_000):
+            archive.writestr(f"a{i}.npy", b"")
+    started = time.perf_counter()
+    with pytest.raises(BundleError, match=f"arrays; at most {CALIBRATION_MAX_MEMBERS} are read"):
+        read_npz_checked(path, max_bytes=2**26, max_elements=10**7)
+    assert time.perf_counter() - started < 1.0

@@ -12,7 +12,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from anomaly.scoring import LABELS
 
@@ -193,3 +195,103 @@ def test_the_project_is_an_installable_package(tmp_path):
     assert all(f"Requires-Dist: {pin}" in meta for pin in pins)
     assert "gearbox-sound-check = anomaly.cli:main" in scripts
     assert "anomaly/templates/model_card.md" in shipped  # package data: the model card needs it
+
+
+def _error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("options", "phrase"),
+    [
+        (["--maintenance", "-1"], "'-1': a threshold is a number above 0"),
+        (["--severe", "nan"], "'nan': a threshold is a number above 0"),
+        (["--severe", "1e400"], "'1e400': a threshold is a number above 0"),
+        (["--maintenance", "abc"], "'abc' is not a number"),
+        (["--maintenance", "5", "--severe", "1"], "--maintenance 5 must be below --severe 1"),
+        (["--maintenance", "900"], "--maintenance 900 must be below --severe"),
+    ],
+)
+def test_bad_threshold_options_are_one_line_and_exit_2(options, phrase, tiny_bundle, tiny_corpus):
+    clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
+    proc = cli("predict", clip, "--bundle", str(tiny_bundle), *options, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(_error_lines(proc)) == 1 and phrase in _error_lines(proc)[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_usage_error_is_one_line_from_the_real_process(tiny_corpus):
+    clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
+    proc = run("predict", clip, "--severe", "nan", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: predict: argument --severe: 'nan': a threshold is a number above 0 and at most 1000"
+    ]
+
+
+def test_a_hostile_calibration_file_is_one_line_and_exit_2(
+    tiny_bundle, tiny_corpus, tiny_calibration, hostile_calibration, tmp_path
+):
+    clip = str(sorted((tiny_corpus / "test").glob("*normal*"))[0])
+    path = hostile_calibration(tiny_calibration, tmp_path / "huge.npz", meta={"thresholds": {"maintenance": 1, "severe": 1e307}})
+    proc = cli("predict", clip, "--bundle", str(tiny_bundle), "--calibration", str(path), check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert _error_lines(proc) == [
+        "error: huge.npz: not a usable calibration: its thresholds (1, 1e+307) are not 0 < maintenance < severe "
+        "<= 1000; calibrate again"
+    ]
+
+
+def test_calibrate_refuses_an_output_folder_that_does_not_exist(tiny_bundle, tiny_corpus, tmp_path):
+    normals = sorted((tiny_corpus / "train").glob("*source*"))[:3]
+    out = tmp_path / "no_such_folder" / "cal.npz"
+    proc = cli("calibrate", *map(str, normals), "--bundle", str(tiny_bundle), "--out", str(out), check=False)
+    assert proc.returncode == 2 and not out.parent.exists()
+    assert _error_lines(proc) == [f"error: --out {out}: the folder {out.parent} does not exist"]
+
+
+def _hour_long_header(path: Path) -> Path:
+    """A WAV of one hour of 48 kHz stereo, as far as its header and size go (a sparse file: no disk used)."""
+    import struct
+
+    frames = 48000 * 3600
+    size = frames * 2 * 2
+    header = b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 2, 48000, 48000 * 4, 4, 16)
+    with open(path, "wb") as fh:
+        fh.write(header + b"data" + struct.pack("<I", size))
+        fh.truncate(44 + size)
+    return path
+
+
+def test_predict_applies_the_apps_limits_and_goes_on_after_a_bomb(tiny_bundle, tiny_corpus, tmp_path):
+    good = sorted((tiny_corpus / "test").glob("*.wav"))[:2]
+    bomb = _hour_long_header(tmp_path / "bomb.wav")
+    proc = cli("predict", str(good[0]), str(bomb), str(good[1]), "--bundle", str(tiny_bundle), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == [str(good[0]), str(good[1])]
+    assert _error_lines(proc) == [f"error: {bomb}: the recording is 3600.0 s long; at most 120 s can be scored"]
+
+
+def test_no_limits_reads_a_recording_longer_than_the_apps_limit(tiny_bundle, tmp_path):
+    from anomaly.synth import synthesize_clip
+
+    wave, _ = synthesize_clip("source", "normal", 3, duration_s=10.0, sr=32000)
+    long = tmp_path / "long.flac"
+    sf.write(long, np.tile(wave, 13), 32000)  # 130 s
+    limited = cli("predict", str(long), "--bundle", str(tiny_bundle), check=False)
+    assert limited.returncode == 1 and "130.0 s long; at most 120 s" in _error_lines(limited)[0]
+    scored = json.loads(cli("predict", str(long), "--bundle", str(tiny_bundle), "--json", "--no-limits").stdout)
+    assert scored["label"] in LABELS and len(scored["windows"]) > 120
+
+
+def test_a_truncated_recording_is_scored_with_a_note(tiny_bundle, tmp_path):
+    from anomaly.synth import synthesize_clip
+
+    wave, _ = synthesize_clip("source", "normal", 4, duration_s=10.0, sr=16000)
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, wave, 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: 44 + int(3.3 * 16000) * 2])
+    scored = json.loads(cli("predict", str(cut), "--bundle", str(tiny_bundle), "--json").stdout)
+    assert scored["notes"][0] == (
+        "The file is cut short: its header promises 10.0 s, only 3.3 s were there to read and score."
+    )

@@ -204,6 +204,44 @@ def test_truncated_data_chunk_reads_what_is_there(tmp_path):
     assert 1.5 * 16000 < len(y) < 2.5 * 16000
 
 
+def test_a_file_cut_short_says_how_much_was_read(tmp_path):
+    """A WAV whose header promises 10 s and holds 3.3 s: scored, with a note; a whole one gets none."""
+    data = _wav_bytes(tone(200, 16000, 10.0), 16000)
+    wav = tmp_path / "cut.wav"
+    wav.write_bytes(data[: 44 + int(3.3 * 16000) * 2])
+    notes: list[str] = []
+    assert abs(len(load_audio(wav, sr=16000, notes=notes)) - 3.3 * 16000) < 16
+    assert notes == ["The file is cut short: its header promises 10.0 s, only 3.3 s were there to read and score."]
+    notes = []
+    load_audio(write(tmp_path / "whole.wav", tone(200, 16000, 10.0), 16000), sr=16000, notes=notes)
+    assert notes == []
+
+
+@pytest.mark.parametrize("file_sr", [48000, 44100])
+def test_a_long_recording_read_piece_by_piece_equals_reading_it_whole(file_sr):
+    """Without a duration limit, long files are downmixed and resampled in pieces (bounded memory):
+    the joins must not show."""
+    from anomaly.features import STREAM_PIECE_S, MonoStream, resample
+
+    rng = np.random.default_rng(5)
+    stereo = rng.normal(0, 0.1, (file_sr * (2 * STREAM_PIECE_S + 7), 2)).astype(np.float32)
+    whole = resample(stereo.mean(axis=1), file_sr, 16000)
+    stream = MonoStream(file_sr, 16000, expected_frames=len(stereo) // 3)  # an underestimate: it grows
+    for at in range(0, len(stereo), 40_000):
+        stream.feed(stereo[at : at + 40_000])
+    pieces = stream.finish()
+    assert len(pieces) == len(whole) and np.abs(pieces - whole).max() < 1e-6
+
+
+def test_log_mel_in_chunks_equals_log_mel_at_once(monkeypatch):
+    import anomaly.features as features
+
+    y = np.random.default_rng(6).normal(0, 0.1, 16000 * 7 + 123).astype(np.float32)
+    at_once = log_mel(y, P)
+    monkeypatch.setattr(features, "LOG_MEL_CHUNK_FRAMES", 5)
+    assert np.array_equal(log_mel(y, P), at_once)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.binary(min_size=0, max_size=4096), riff=st.booleans())
 def test_random_bytes_never_crash_the_decoder(payload, riff):

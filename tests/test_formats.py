@@ -188,6 +188,9 @@ VERDICT_CASES = {
     "mp3-128k-44khz": ("mp3", "libmp3lame", 44100, {"bit_rate": 128_000}),
     "mp3-320k-48khz": ("mp3", "libmp3lame", 48000, {"bit_rate": 320_000}),
     "ogg-vorbis": ("ogg", "vorbis", 44100, {"channels": 2, "options": {"strict": "experimental"}}),
+    # At 16 kHz, as a phone app or ``ffmpeg -ar 16000`` writes them (encoders' default quality).
+    "ogg-vorbis-16khz": ("ogg", "vorbis", 16000, {"channels": 2, "options": {"strict": "experimental"}}),
+    "ogg-opus-16khz": ("ogg", "libopus", 16000, {}),
     "m4a-aac-128k": ("mp4", "aac", 44100, {"bit_rate": 128_000}),
     "webm-opus-64k": ("webm", "libopus", 48000, {"bit_rate": 64_000}),
 }
@@ -202,9 +205,19 @@ def bundled_detector():
     return Detector.load(DEFAULT_BUNDLE)
 
 
-@pytest.mark.parametrize(
-    "example", ["normal_source", "normal_target", "fault_tooth", "fault_bearing", "fault_tooth_mild"]
-)
+EXAMPLES = [
+    "normal_source",
+    "normal_target",
+    "fault_tooth",
+    "fault_bearing",
+    "fault_tooth_mild",
+    "fault_wear",
+    "fault_imbalance",
+    "fault_lubrication",
+]
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
 def test_every_format_and_rate_gets_the_verdict_of_the_wav(example, bundled_detector, example_clips):
     """The label never changes and the score stays within 15 % of the WAV's (issue 10's goal)."""
     import librosa

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -325,3 +326,123 @@ def test_bad_chunks_keep_the_stream_alive_and_say_what_is_wrong(app):
     assert label_of(live_page.listen((MIC_SR, np.zeros(0, np.int16)), live, None)[c.live_label]).startswith(
         "No audio"
     )
+
+
+def _stored_with_file(stored: dict, data: bytes) -> dict:
+    """A browser entry whose file is ``data``, with a checksum that matches (as a forger would write it)."""
+    import base64
+    import hashlib
+
+    return dict(stored, file=base64.b64encode(data).decode("ascii"), sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_a_calibration_forged_in_browser_storage_is_refused(app, clips, hostile_calibration, tmp_path):
+    """A forger knows all that gradio sends (the store's public key, the entry's layout): a calibration with
+    lenient thresholds, a correct checksum, even a signature under gradio's key, is dropped with a sentence."""
+    from anomaly.ui.session import _signature, storage_secret
+
+    c, page = app.c, app.page
+    mine = [str(clips[f"mine{i}"]) for i in range(4)]
+    out = call(app, page.calibrate, mine, "Pump 3", True, None, None)
+    stored = out[c.stored]
+    assert call(app, page.restore, stored, True)[c.session].calibration.meta["name"] == "Pump 3"
+
+    lenient = hostile_calibration(
+        Path(out[c.calibration_file]), tmp_path / "lenient.npz", meta={"thresholds": {"maintenance": 900.0, "severe": 999.0}}
+    )
+    forged = _stored_with_file(stored, lenient.read_bytes())
+    public = storage_secret(app.runtime.detector).encode()
+    for entry in (forged, {**forged, "signature": _signature(forged, public)}, {**forged, "signature": None}):
+        dropped = call(app, page.restore, entry, True)
+        assert dropped[c.stored] is None and c.session not in dropped
+        assert dropped[c.calibration_status] == (
+            "⚠️ The calibration kept in this browser was dropped: the calibration kept in this browser was altered "
+            "or damaged (this server did not sign it as it is); calibrate again"
+        )
+    # The server's secret stays on the server: kept owner-only in the app's data folder, never sent.
+    assert app.runtime.store_secret not in str(app.demo.config).encode()
+    key = Path(os.environ["GEARBOX_DATA_DIR"]) / "browser-store.key"
+    assert key.read_bytes().strip() == app.runtime.store_secret and key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_signed_entry_is_still_validated(app, clips, tiny_calibration, hostile_calibration, tmp_path):
+    """Even an entry this server signed is read like any calibration file: impossible values are dropped."""
+    from anomaly.ui.session import _signature
+
+    c, page = app.c, app.page
+    mine = [str(clips[f"mine{i}"]) for i in range(4)]
+    stored = call(app, page.calibrate, mine, "Pump 3", True, None, None)[c.stored]
+    out = call(app, page.calibrate, mine, None, True, None, None)
+    with np.load(out[c.calibration_file]) as data:
+        scale = next(k for k in data.files if k.endswith("scale"))
+        zeros = np.zeros_like(data[scale])
+    damaged = hostile_calibration(Path(out[c.calibration_file]), tmp_path / "zero.npz", **{scale: zeros})
+    entry = _stored_with_file(stored, damaged.read_bytes())
+    entry["signature"] = _signature(entry, app.runtime.store_secret)
+    dropped = call(app, page.restore, entry, True)
+    assert dropped[c.stored] is None and f"{scale} holds zero or negative scales" in dropped[c.calibration_status]
+
+
+def test_hostile_calibration_files_get_one_message_and_names_show_as_text(app, hostile_calibration, tmp_path):
+    c, page = app.c, app.page
+    for meta, phrase in [
+        ({"thresholds": {"maintenance": 1.0, "severe": 1e307}}, "are not 0 < maintenance < severe <= 1000"),
+        ({"name": "Pump\n3"}, "its name is not plain text"),
+    ]:
+        path = hostile_calibration(app_calibration(app, tmp_path), tmp_path / "bad.npz", meta=meta)
+        refused = call(app, page.load_calibration_file, str(path), None, True, None, None)
+        status = refused[c.calibration_status]
+        assert status.startswith("⚠️ **Cannot use this model or calibration:** bad.npz: not a usable calibration")
+        assert phrase in status and c.session not in refused and "\n" not in status
+    link = "[click me](http://evil.example/x) **now** <b>www.evil.example</b>"
+    path = hostile_calibration(app_calibration(app, tmp_path), tmp_path / "named.npz", meta={"name": link})
+    loaded = call(app, page.load_calibration_file, str(path), None, True, None, None)
+    banner = loaded[c.banner]
+    assert loaded[c.session].calibration.meta["name"] == link
+    for markup in ("[click me](", "**now**", "<b>", "http://", "www.evil"):
+        assert markup not in banner, banner
+    assert r"\[click me\]\(http\:\/\/evil\.example\/x\)" in banner
+
+
+def app_calibration(app, tmp_path) -> Path:
+    """A calibration file made by the app's model (made once per test folder)."""
+    path = tmp_path / "made.npz"
+    if not path.exists():
+        from anomaly.synth import synthesize_clip
+
+        waves = []
+        for i in range(3):
+            wave, _ = synthesize_clip("target", "normal", 60 + i)
+            waves.append(tmp_path / f"n{i}.wav")
+            sf.write(waves[-1], wave, 16000, subtype="PCM_16")
+        app.runtime.detector.calibrate(waves).save(path)
+    return path
+
+
+def test_the_visitor_after_the_live_lane_is_full_is_told_so(app):
+    from anomaly.ui.lanes import LIVE_LISTENERS, LiveSeats
+
+    c, live_page = app.c, app.live
+    app.runtime.live_seats = LiveSeats()  # the streams of the tests before are no one's now
+    listeners = [live_page.start(None)[c.live_state] for _ in range(LIVE_LISTENERS)]
+    for live in listeners:
+        call(app, live_page.listen, _mic_chunks(0.2, 0.2, 0.2)[0], live, None)
+    refused = call(app, live_page.start, None)[c.live_status]
+    assert refused.startswith(f"⚠️ The live lane is full: {LIVE_LISTENERS} visitors are listening now")
+    call(app, live_page.stop, listeners[0], None)
+    assert "live lane is full" not in call(app, live_page.start, None)[c.live_status]
+    for live in listeners[1:]:
+        live_page.stop(live, None)
+
+
+def test_folders_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
+    from anomaly.ui.runtime import sweep_dead_outputs
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"gearbox-sound-check-{done.stdout.strip()}-abc"
+    alive = tmp_path / f"gearbox-sound-check-{os.getpid()}-def"
+    other = tmp_path / "gearbox-sound-check-notes"
+    for folder in (dead, alive, other):
+        (folder / "x").mkdir(parents=True)
+    assert sweep_dead_outputs(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists() and other.exists()

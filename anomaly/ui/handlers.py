@@ -137,7 +137,7 @@ class Page:
         if not audio:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
         detector = self.detector(session)
-        with api_errors("analysing the recording", [audio]):
+        with api_errors("analysing the recording", [audio]), self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, audio)
         return self._api_view(analysis, detector, show_anomaly_map)
 
@@ -161,7 +161,7 @@ class Page:
         if not image:
             raise refuse("Upload a spectrogram image first.", title="No image")
         detector = self.detector(session)
-        with api_errors("analysing the spectrogram image", [image]):
+        with api_errors("analysing the spectrogram image", [image]), self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, image, image=True)
         return self._api_view(analysis, detector, show_anomaly_map)
 
@@ -180,7 +180,7 @@ class Page:
         """
         if not audio:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
-        with api_errors("scoring the recording", [audio]):
+        with api_errors("scoring the recording", [audio]), self.runtime.priority.interactive():
             return self.detector(session).analyze(audio, max_seconds=MAX_SECONDS).to_json()
 
     @staticmethod
@@ -217,6 +217,7 @@ class Page:
 
         def report(done: int, total: int) -> None:
             progress(done / total, desc=f"reading {done}/{total}")
+            self.runtime.priority.yield_to_interactive()  # single recordings go first
 
         progress(0.0, desc="reading recordings")
         results = detector.analyze_many(
@@ -249,7 +250,7 @@ class Page:
             c.batch_csv: str(path),
             c.batch_trend: plots.batch_trend_svg(names, scores, detector.thresholds),
             c.batch_status: views.batch_summary(labels, len(rows) - len(labels))
-            + f" Compared with {detector.compared_with}.",
+            + f" Compared with {views.plain_text(detector.compared_with)}.",
         }
 
     # --- the Analyze tab -----------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ class Page:
             )
         detector = self.detector(session)
         doing = "analysing the spectrogram image" if image else "analysing the recording"
-        with caught(doing, [upload]) as failure:
+        with caught(doing, [upload]) as failure, self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, upload, image=image)
         if failure:
             return self._failed(failure)
@@ -418,7 +419,7 @@ class Page:
 
     def _kept(self, calibration: Calibration, path: Path) -> object:
         """What the browser keeps, or ``gr.skip()`` (keep what it has) when the file is too big for it."""
-        stored = stored_calibration(path, calibration, self.shared)
+        stored = stored_calibration(path, calibration, self.shared, self.runtime.store_secret)
         return stored if stored is not None else gr.skip()
 
     def calibrate(
@@ -441,6 +442,7 @@ class Page:
 
         def report(done: int, total: int) -> None:
             progress(done / total, desc=f"reading {done}/{total}")
+            self.runtime.priority.yield_to_interactive()
 
         with caught("adapting to your recordings", files) as failure:
             calibration = self.shared.calibrate(files, progress=report, max_seconds=MAX_SECONDS, name=name)
@@ -487,7 +489,7 @@ class Page:
             return unchanged(self.c.session)
         scratch = self.runtime.output_path("restored-calibration.npz")
         with caught("restoring your calibration", [scratch]) as failure:
-            calibration = restore_calibration(stored, self.shared, scratch)
+            calibration = restore_calibration(stored, self.shared, scratch, self.runtime.store_secret)
         if failure:
             return {
                 c.stored: None,

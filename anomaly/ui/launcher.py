@@ -114,6 +114,7 @@ def app_server(
         GRADIO_ANALYTICS_ENABLED="False",
         GRADIO_EXAMPLES_CACHE=str(work / "examples-cache"),
         GRADIO_TEMP_DIR=str(work / "uploads"),
+        GEARBOX_DATA_DIR=str(work / "data"),
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_OFFLINE="1",
         TF_CPP_MIN_LOG_LEVEL="2",

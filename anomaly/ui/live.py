@@ -132,7 +132,7 @@ class LivePage:
             c.live_state: live,
             c.live_label: self._label(live_verdict(None)),
             c.live_timeline: timeline,
-            c.live_status: live_status(live),
+            c.live_status: self.runtime.live_seats.full_message() or live_status(live),
             c.live_alarms: live_alarms(live),
             c.live_summary: "",
             c.live_csv: gr.File(value=None, visible=False),
@@ -153,10 +153,12 @@ class LivePage:
         if live.stopped_at is not None:
             return {c.live_state: live}  # a chunk that was on its way when Stop was pressed
         started = time.perf_counter()
+        self.runtime.live_seats.seen(live)
         detector = self._detector(session)
         sr, data = chunk if chunk is not None else (None, None)
         try:
-            readings = live.feed(data, sr, detector)
+            with self.runtime.priority.interactive():
+                readings = live.feed(data, sr, detector)
             if not readings:
                 return {c.live_state: live}
             out = {
@@ -183,6 +185,7 @@ class LivePage:
         if live is None:
             return {c.live_summary: "Nothing was heard: press Record and allow the microphone."}
         live.stop()
+        self.runtime.live_seats.left(live)
         return {
             c.live_state: live,
             c.live_summary: live_summary(live),

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly import features
 from anomaly.detector import Detector
+from anomaly.ui.lanes import LiveSeats, Priority
+from anomaly.ui.session import store_secret
 
 log = logging.getLogger("anomaly.ui")
 
 # Serving limits for a 2-vCPU Space: what one request may cost.
-MAX_SECONDS = 120.0  # longest recording scored (the model was trained on 10 s clips)
+MAX_SECONDS = features.MAX_SECONDS  # longest recording scored, the CLI's limit too
 MAX_FILE_SIZE = "50mb"  # enforced by gradio on every upload
 MAX_BATCH_FILES = 100
 MAX_CALIBRATION_FILES = 200
@@ -37,7 +40,11 @@ class Runtime:
     """
 
     detector: Detector
+    # Interactive calls first (anomaly.ui.lanes); who is streaming a microphone now.
+    priority: Priority = field(default_factory=Priority)
+    live_seats: LiveSeats = field(default_factory=LiveSeats)
     _outputs: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, bundle_dir: str | Path | None = None) -> Runtime:
@@ -48,6 +55,13 @@ class Runtime:
         """One sentence on which model was loaded and why (the bundle says it)."""
         return self.detector.bundle.reason or f"model: {self.detector.model_info['source']}"
 
+    @property
+    def store_secret(self) -> bytes:
+        """The secret that signs calibrations kept in visitors' browsers (read or made on first use)."""
+        if self._secret is None:
+            self._secret = store_secret()
+        return self._secret
+
     def output_path(self, filename: str) -> Path:
         """A fresh path for a downloadable file, in its own folder so that it keeps a readable name.
 
@@ -55,7 +69,8 @@ class Runtime:
         its own cache, which ``delete_cache`` sweeps.
         """
         if self._outputs is None:
-            self._outputs = tempfile.TemporaryDirectory(prefix="gearbox-sound-check-")
+            # The pid in the name lets a later start tell a dead run's folder from a running one's.
+            self._outputs = tempfile.TemporaryDirectory(prefix=f"{OUTPUTS_PREFIX}{os.getpid()}-")
         root = Path(self._outputs.name)
         cutoff = time.time() - CACHE_MAX_AGE_S
         for old in root.iterdir():
@@ -69,9 +84,57 @@ class Runtime:
         return folder / filename
 
     def prepare_to_serve(self) -> float:
-        """Tune the process for serving and run every path once; returns the warm-up's seconds."""
+        """Tune the process for serving, sweep what killed runs left, make a stop (SIGTERM, as a Space and
+        ``docker stop`` send) clean up like Ctrl-C, and run every path once; returns the warm-up's seconds."""
         cap_malloc_arenas()
+        sweep_dead_outputs()
+        stop_cleanly_on_sigterm()
         return warm_up(self.detector)
+
+
+OUTPUTS_PREFIX = "gearbox-sound-check-"
+
+
+def sweep_dead_outputs(root: str | Path | None = None) -> list[Path]:
+    """Remove the download folders of runs that are gone (killed before they could clean up); returns them.
+
+    A folder is ``gearbox-sound-check-<pid>-...``: it is left alone while that process lives.
+    """
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{OUTPUTS_PREFIX}*"):
+        pid = folder.name.removeprefix(OUTPUTS_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or not folder.is_dir():
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        log.info("removed %d folder(s) left by stopped runs", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt: gradio then closes the server and Python removes the temporary
+    folders on the way out (a bare SIGTERM ends the process on the spot and leaves them behind)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def warm_up(detector: Detector) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,6 +98,37 @@ def api_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
         raise gr.Error(failure.message, title=failure.title, print_exception=False)
 
 
+def refuse_unusable_inputs(demo: gr.Blocks) -> gr.Blocks:
+    """Say why gradio itself refused an API call's input, instead of ``{"error": null}`` and a traceback.
+
+    Before a handler runs, gradio moves every file named in a call into its cache; a path on the server that
+    was not uploaded (``/etc/passwd``) or a URL to a private address (``http://169.254.169.254/``) raises
+    there, outside any handler, and gradio hides the message and logs a traceback. Here the refusal
+    becomes a ``gr.Error`` with gradio's reason and what to do instead, and one line in the log. (An
+    instance attribute, like ``tolerate_unreadable_images``.)
+    """
+    import httpx
+    from gradio.exceptions import Error
+
+    preprocess_data = demo.preprocess_data
+
+    async def refusing(*args, **kwargs):
+        try:
+            return await preprocess_data(*args, **kwargs)
+        except Error:
+            raise
+        except (ValueError, OSError, httpx.HTTPError) as exc:  # InvalidPathError is a ValueError
+            reason = str(exc).strip() or type(exc).__name__
+            raise refuse(
+                f"The input cannot be used: {reason.rstrip('.')}. Send a file with the call itself (gradio_client: "
+                "handle_file(path)); files on the server and private addresses are not read.",
+                title="Cannot use this input",
+            ) from None
+
+    demo.preprocess_data = refusing
+    return demo
+
+
 def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
     """Let a file PIL cannot open through to the handler instead of failing inside gradio.
 
@@ -116,6 +148,27 @@ def tolerate_unreadable_images(component: gr.Image) -> gr.Image:
             return str(payload.path)
 
     component.preprocess = tolerant
+    return component
+
+
+def every_file_to_the_handler(component: gr.File) -> gr.File:
+    """Hand every uploaded file of a multi-file box to the handler, whatever its type.
+
+    ``gr.File`` checks ``file_types`` again on the server and refuses the whole call ("Invalid file type")
+    for one PNG among a hundred recordings; the docs promise that a bad file becomes its own row, with the
+    engine's sentence naming it. The browser's picker still offers ``file_types`` only. (gradio also leaves
+    an empty temporary file per upload on that path; this one makes none.)
+    """
+    from gradio.data_classes import ListFiles
+    from gradio.utils import NamedString
+
+    def every_file(payload):
+        if payload is None:
+            return None
+        files = list(payload) if isinstance(payload, ListFiles) else [payload]
+        return [NamedString(f.path) for f in files]
+
+    component.preprocess = every_file
     return component
 
 
@@ -250,6 +303,32 @@ HEAD = """
 """.replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
 
 
+def examples_cache_is_complete(folder: Path, n_examples: int) -> bool:
+    """Whether gradio's examples cache in ``folder`` holds one whole row for each of ``n_examples`` examples,
+    in order, and every file its rows name is there."""
+    import csv
+
+    try:
+        with open(folder / "log.csv", newline="") as fh:
+            rows = list(csv.reader(fh))
+        indices = (folder / "indices.csv").read_text().split()
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if len(rows) != n_examples + 1 or indices != [str(i) for i in range(n_examples)]:
+        return False
+    if any(len(row) != len(rows[0]) for row in rows[1:]):
+        return False
+    for cell in (cell for row in rows[1:] for cell in row):
+        if cell.startswith("{") and '"path"' in cell:
+            try:
+                path = json.loads(cell).get("path")
+            except (json.JSONDecodeError, AttributeError):
+                return False
+            if path and not (folder / path).exists() and not Path(path).exists():
+                return False
+    return True
+
+
 def key_examples_cache(examples: gr.Examples, detector, files: list[Path], code: list[Path]) -> Path:
     """Point the examples' cache at a folder keyed by the model, the clips and the drawing code.
 
@@ -267,6 +346,11 @@ def key_examples_cache(examples: gr.Examples, detector, files: list[Path], code:
     for path in (*code, *files):
         digest.update(Path(path).read_bytes())
     folder = get_cache_folder() / digest.hexdigest()[:16] / str(examples.dataset._id)
+    if folder.exists() and not examples_cache_is_complete(folder, len(files)):
+        # A run stopped while caching left part of it; gradio would serve that part for good ("Using
+        # cache") and show Error for the rest. Start it again.
+        log.warning("the examples cache in %s is incomplete or damaged: caching the examples again", folder)
+        shutil.rmtree(folder, ignore_errors=True)
     examples.cached_folder = folder
     examples.cached_file = folder / "log.csv"
     examples.cached_indices_file = folder / "indices.csv"

@@ -8,6 +8,7 @@ not "source domain".
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def verdict_colour(text: str | None) -> str:
 
 def compared_with(analysis: Analysis) -> str:
     """One line under the verdict: what the recording was compared with."""
-    line = f"**Compared with** {analysis.compared_with}."
+    line = f"**Compared with** {plain_text(analysis.compared_with)}."
     if not analysis.familiar:
         line += f"\n\n{analysis.advice}"
     if analysis.caution:
@@ -142,7 +143,7 @@ def details(analysis: Analysis, detector: Detector) -> str:
     windows = len(analysis.window_scores)
     worst = float(analysis.window_times_s[int(np.argmax(analysis.window_scores))]) if windows else 0.0
     rows = [
-        ("Compared with", analysis.compared_with),
+        ("Compared with", plain_text(analysis.compared_with)),
         ("Score", percentile_text(analysis, detector)),
         ("Thresholds", thresholds_text(detector)),
         (
@@ -168,7 +169,20 @@ def error_details(message: str) -> str:
 
 def escape_markdown(text: str) -> str:
     """User-supplied text (a file name, a message naming one) shown as itself in Markdown, not as markup."""
-    return html.escape(str(text)).replace("*", "\\*").replace("`", "\\`")  # "_" inside a word is literal
+    escaped = html.escape(str(text))
+    for mark in "*`[]":  # "_" inside a word is literal; no link without its brackets
+        escaped = escaped.replace(mark, "\\" + mark)
+    return escaped
+
+
+# Every ASCII punctuation mark that Markdown (or its autolinks: "http:", "www.", "a@b") may read as markup.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\!#$%()*+\-./:=?@\[\]^_`{|}~])")
+
+
+def plain_text(text: object) -> str:
+    """Text someone else wrote (a calibration's name or date) shown letter for letter, never as Markdown:
+    no emphasis, no link, no autolinked address, no HTML."""
+    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text)), quote=False)
 
 
 # --- the model and the visitor's calibration ---------------------------------------------------------------
@@ -203,14 +217,14 @@ def training_note(detector: Detector) -> str:
 
 def calibration_title(calibration: Calibration) -> str:
     name = calibration.meta.get("name")
-    return f"**{escape_markdown(name)}**" if name else "**your machine**"
+    return f"**{plain_text(name)}**" if name else "**your machine**"
 
 
 def banner(calibration: Calibration | None) -> str:
     """The Analyze tab's line on what recordings are compared with (empty: the model's own reference)."""
     if calibration is None:
         return ""
-    created = readable_time(calibration.meta.get("created"))
+    created = plain_text(readable_time(calibration.meta.get("created")))
     return (
         f"Comparing with {calibration_title(calibration)}: {calibration.n_clips} normal recordings, "
         f"calibrated {created}. Change or forget it in *Adapt to my machine*."
@@ -223,7 +237,7 @@ def calibration_status(calibration: Calibration, source: str) -> str:
     t = calibration.thresholds
     lines = [
         f"**Adapted {source} to {calibration_title(calibration)} on {calibration.n_clips} normal recording(s)** "
-        f"(made {readable_time(meta.get('created'))}). Needs maintenance from **{t.maintenance:.2f}**, severe from "
+        f"(made {plain_text(readable_time(meta.get('created')))}). Needs maintenance from **{t.maintenance:.2f}**, severe from "
         f"**{t.severe:.2f}**. Every recording is now compared with these. This browser keeps the "
         "calibration until you forget it; download the file to use it elsewhere.",
     ]
