@@ -653,9 +653,9 @@ class Detector:
                 if i + workers < len(files):
                     ahead.append(pool.submit(prepare, files[i + workers]))
                 if isinstance(outcome, AudioInputError):
-                    yield i, None, None, outcome, []
+                    yield i, None, None, outcome
                 else:
-                    yield i, outcome[0], outcome[1], None, outcome[2]
+                    yield i, outcome[0], outcome[1], None
 
     def window_files(
         self,
@@ -671,7 +671,7 @@ class Detector:
         specs: list[Sound | None] = []
         clip_windows: list[np.ndarray | None] = []
         errors: dict[int, AudioInputError] = {}
-        for i, spec, clip, error, _ in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
             if error is not None:
                 errors[i] = error
             specs.append(spec)
