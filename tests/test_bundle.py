@@ -287,7 +287,9 @@ def _hostile_cases(calibration: Path) -> dict[str, tuple[dict, dict]]:
     """Name -> (meta changes, array changes) of hostile variants of a real calibration file."""
     with np.load(calibration) as data:
         arrays = {k: data[k] for k in data.files}
-    precision = next(k for k in arrays if k.endswith("precision"))
+    # The arrays a distance multiplies by (a precision, or the nearest-neighbour references): the first that
+    # holds numbers for the default recipe.
+    precision = next(k for k in arrays if k.endswith(("precision", "references", "inner")) and arrays[k].size)
     scale = next(k for k in arrays if k.endswith("scale"))
     nan_precision = arrays[precision].copy()
     nan_precision.flat[0] = np.nan
