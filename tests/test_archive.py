@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from test_cli import cli  # the CLI in this process, as the CLI tests run it
 
 from anomaly.archive import COLUMN_NAMES, Rule, model_sha256, read_manifest, walk_audio
 from anomaly.bundle import load_bundle, sha256_file
@@ -42,27 +41,6 @@ BAD = {  # file -> words its error row must hold
     "line2/2026-11/silence.flac": "silent",
     "line1/pump_a/2026-11/short.wav": "0.20 s long",
 }
-
-
-def cli(*args: str, check: bool = True) -> SimpleNamespace:
-    """``python -m anomaly ARGS`` in this process: exit code, stdout and stderr (with the log)."""
-    from anomaly.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    root = logging.getLogger()
-    handler, level = logging.StreamHandler(err), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-    proc = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"exit {code}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
 
 
 def run_archive(*args: str) -> SimpleNamespace:
@@ -284,32 +262,18 @@ def test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones(archive, 
     root = tmp_path / "small"
     shutil.copytree(archive.root / "line2", root)
     out = tmp_path / "scores.parquet"
-    first = summary(
-        run_archive(
-            "score-archive",
-            str(root),
-            "--out",
-            str(out),
-            "--bundle",
-            str(archive.bundle),
-            "--scheduler",
-            scheduler,
+
+    def score() -> dict:
+        return summary(
+            run_archive(
+                "score-archive", str(root), "--out", str(out), "--bundle", str(archive.bundle), "--scheduler", scheduler
+            )
         )
-    )
+
+    first = score()
     assert (first["scored"], first["rows"]) == (PER_FOLDER + 2, PER_FOLDER + 2)
 
-    again = summary(
-        run_archive(
-            "score-archive",
-            str(root),
-            "--out",
-            str(out),
-            "--bundle",
-            str(archive.bundle),
-            "--scheduler",
-            scheduler,
-        )
-    )
+    again = score()
     assert (again["already_scored"], again["scored"], again["rows"]) == (PER_FOLDER + 2, 0, PER_FOLDER + 2)
 
     changed = root / "rec_001.wav"
@@ -317,18 +281,7 @@ def test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones(archive, 
     (root / "rec_002.wav").unlink()
     shutil.copyfile(root / "rec_004.wav", root / "new.wav")
     before = pq.read_table(out).to_pandas().set_index("path")
-    third = summary(
-        run_archive(
-            "score-archive",
-            str(root),
-            "--out",
-            str(out),
-            "--bundle",
-            str(archive.bundle),
-            "--scheduler",
-            scheduler,
-        )
-    )
+    third = score()
     assert (third["scored"], third["rows"]) == (2, PER_FOLDER + 2)
     after = pq.read_table(out).to_pandas().set_index("path")
     assert "rec_002.wav" not in after.index and "new.wav" in after.index
