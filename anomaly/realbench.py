@@ -133,7 +133,10 @@ def select(
     return min(table, key=lambda c: _rank_key(c, table, level_table, exclude))
 
 
-def ranking(table, level_table=None) -> list[str]:
+def ranking(
+    table: Mapping[str, Mapping[str, float]], level_table: Mapping[str, Mapping[str, float]] | None = None
+) -> list[str]:
+    """Every candidate, best first, in ``select``'s order."""
     return sorted(table, key=lambda c: _rank_key(c, table, level_table, None))
 
 
