@@ -332,9 +332,10 @@ class Detector:
             notes.extend(sound.read_notes)
         return sound.log_mel
 
-    def as_sound(self, spec_db: np.ndarray, wave: np.ndarray | None = None) -> Sound:
-        """A log-mel (and, when there is one, the waveform it came from) as a ``Sound``."""
-        return Sound(np.asarray(spec_db), self.params.sr, self.params.hop_length, wave)
+    def as_sound(self, spec_db: np.ndarray, wave: np.ndarray | None = None, notes: Sequence[str] = ()) -> Sound:
+        """A log-mel (and, when there is one, the waveform it came from) as a ``Sound``; ``notes``: what the
+        answer should say about reading it."""
+        return Sound(np.asarray(spec_db), self.params.sr, self.params.hop_length, wave, tuple(notes))
 
     @property
     def needs_wave(self) -> bool:
@@ -417,8 +418,7 @@ class Detector:
     ) -> Analysis:
         """Score a log-mel with no waveform (a spectrogram image): see ``analyze_sound``; ``notes`` open the
         answer's notes."""
-        sound = Sound(np.asarray(spec_db), self.params.sr, self.params.hop_length, None, tuple(notes))
-        return self.analyze_sound(sound, name=name, explain=explain, started=started)
+        return self.analyze_sound(self.as_sound(spec_db, notes=notes), name=name, explain=explain, started=started)
 
     def analyze_sound(
         self, sound: Sound, *, name: str, explain: bool = False, started: float | None = None
@@ -431,7 +431,7 @@ class Detector:
         notes = [*sound.read_notes, *band_notes]
         if self.reference is not None:
             scored = self._reference_scores(sound.with_log_mel(heard), n_shared, explain)
-            if self.reference.recipe.needs_wave and not sound.has_wave:
+            if self.needs_wave and not sound.has_wave:
                 notes.append(
                     "Scored from the spectrogram picture alone: the checks of fine frequency lines and of "
                     "rhythm need the recording itself."
@@ -668,17 +668,17 @@ class Detector:
         """Sounds and model windows of many files (``iter_windows``, kept); bad files are reported, not
         raised. Returns per-file sounds and windows (None for failed files) and ``{index: error}``.
         """
-        specs: list[Sound | None] = []
+        sounds: list[Sound | None] = []
         clip_windows: list[np.ndarray | None] = []
         errors: dict[int, AudioInputError] = {}
-        for i, spec, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
+        for i, sound, clip, error in self.iter_windows(files, max_seconds=max_seconds, workers=workers):
             if error is not None:
                 errors[i] = error
-            specs.append(spec)
+            sounds.append(sound)
             clip_windows.append(clip)
             if progress:
                 progress(i + 1, len(files))
-        return specs, clip_windows, errors
+        return sounds, clip_windows, errors
 
     def analyze_many(
         self,
