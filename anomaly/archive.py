@@ -37,7 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from anomaly.bundle import Bundle, load_bundle, load_calibration, sha256_file
+from anomaly.bundle import Bundle, load_bundle, sha256_file
+from anomaly.calibration import load_calibration
 from anomaly.errors import AudioInputError, BundleError, ClusterError, GearboxError
 
 log = logging.getLogger("anomaly")

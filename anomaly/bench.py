@@ -156,26 +156,27 @@ def synth_clips(folder: Path, n_unique: int, n_total: int, sr: int) -> list[Path
 
 
 def core_breakdown(detector, clip: Path, reps: int) -> dict[str, float]:
-    """Median milliseconds of each step of ``Detector.analyze`` on one clip."""
+    """Median milliseconds of each step of ``Detector.analyze`` on one clip, with the bundle's own scorer."""
     from anomaly.embedding import raw_features, standardize
     from anomaly.features import load_audio, log_mel, min_seconds, windows
 
     params = detector.params
+    scorer = detector.scorer  # the bundled model's WindowScorer: the bench loads no calibration
     y = load_audio(clip, params.sr, min_seconds=min_seconds(params))
     spec = log_mel(y, params)
     w = windows(spec, params)
-    x = detector.model_input(w)
-    enc = detector.encode(x)
-    emb = standardize(raw_features(detector.recipe, w, enc), detector.bundle.arrays)
+    x = scorer.model_input(w)
+    enc = scorer.encode(x)
+    emb = standardize(raw_features(scorer.recipe, w, enc), detector.bundle.arrays)
     steps: dict[str, Callable[[], object]] = {
         "decode (load_audio)": lambda: load_audio(clip, params.sr, min_seconds=min_seconds(params)),
         "log-mel": lambda: log_mel(y, params),
-        "windows + normalise": lambda: detector.model_input(windows(spec, params)),
-        f"encoder ({len(w)} windows)": lambda: detector.encode(x),
-        "embedding blocks": lambda: standardize(
-            raw_features(detector.recipe, w, enc), detector.bundle.arrays
+        "band check + windows": lambda: detector.hear(detector.as_sound(spec), name=clip.name),
+        f"encoder ({len(w)} windows)": lambda: scorer.encode(x),
+        "embedding blocks": lambda: standardize(raw_features(scorer.recipe, w, enc), detector.bundle.arrays),
+        "score + decision": lambda: detector.decide(
+            float(scorer.mahalanobis.score_samples(emb).max()), scorer.shape(spec)
         ),
-        "score + decision": lambda: detector.decide(float(detector.window_scores(emb).max())),
     }
     return {name: float(np.median(timings_ms(call, reps))) for name, call in steps.items()}
 

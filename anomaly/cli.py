@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _threshold(text: str) -> float:
     """A threshold given on the command line: a finite number in (0, MAX_THRESHOLD]."""
-    from anomaly.bundle import MAX_THRESHOLD
+    from anomaly.calibration import MAX_THRESHOLD
 
     try:
         value = float(text)
@@ -207,7 +207,7 @@ def _evaluate_fewshot(args: argparse.Namespace) -> int:
     detector = _load_detector(args)
     reports = evaluate_fewshot(detector, args.test_dir, args.fewshot, recipe=recipe)
     if not args.json:
-        print(f"recipe: {','.join(recipe or detector.calibration_recipe)}")
+        print(f"recipe: {','.join(recipe) if recipe else 'reference (the default)'}")
         for k, report in reports.items():
             counts = ", ".join(f"{d} {e['n_calibration']}" for d, e in report.items() if d != "mean")
             print(f"K={k} (calibrated on {counts})")

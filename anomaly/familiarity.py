@@ -100,13 +100,16 @@ class Familiarity:
         return float(np.maximum(negative, lower_decile).min())
 
     def is_familiar(self, spec_db: np.ndarray, score_ratio: float = 0.0) -> bool:
+        return self.judge(self.statistic(spec_db), score_ratio)
+
+    def judge(self, statistic: float, score_ratio: float = 0.0) -> bool:
         """``statistic / THRESHOLD + score_ratio / SCORE_RATIO_UNIT <= 1``.
 
         ``score_ratio`` is the recording's score over the severe threshold. A faulty gearbox can score far
         beyond it with the envelope of a gearbox; an envelope already half-way to unfamiliar with a score
         many times the severe threshold is another machine, not a worse fault.
         """
-        return self.statistic(spec_db) / THRESHOLD + max(float(score_ratio), 0.0) / SCORE_RATIO_UNIT <= 1.0
+        return statistic / THRESHOLD + max(float(score_ratio), 0.0) / SCORE_RATIO_UNIT <= 1.0
 
     def to_arrays(self, prefix: str = "familiar_") -> dict[str, np.ndarray]:
         return {
@@ -172,9 +175,9 @@ class ShapeFamiliarity(Familiarity):
         envelope = np.asarray(spec_db, np.float64).mean(axis=1)
         return shape_departure(envelope, self.mean_[0], self.spread_[0]) / self.threshold_
 
-    def is_familiar(self, spec_db: np.ndarray, score_ratio: float = 0.0) -> bool:
+    def judge(self, statistic: float, score_ratio: float = 0.0) -> bool:
         """Against the user's own normals a high score is a fault of that machine: only the shape counts."""
-        return self.statistic(spec_db) <= 1.0
+        return statistic <= 1.0
 
     def to_arrays(self, prefix: str = "familiar_") -> dict[str, np.ndarray]:
         return super().to_arrays(prefix) | {f"{prefix}threshold": np.asarray(self.threshold_)}

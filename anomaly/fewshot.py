@@ -9,7 +9,7 @@ The protocol behind ``python -m anomaly evaluate DIR --fewshot K [K ...]``:
   file-name order are the calibration clips. K is a number, ``"half"`` (half of that domain's normals, at
   least one) or ``"all"``.
 - Every labelled clip that is not a calibration clip is scored by the detector calibrated on them
-  (``Detector.calibrate_windows``), and AUC and pAUC are reported per domain as in ``auc_report``, each
+  (``Detector.fit_calibration``), and AUC and pAUC are reported per domain as in ``auc_report``, each
   entry with ``n_calibration``, the number of clips that domain was calibrated on.
 
 Clips that cannot be read are left out of both sides with a warning, so K counts usable clips. Sounds
@@ -35,7 +35,6 @@ import numpy as np
 from anomaly.dcase import parse_name
 from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report, test_files
-from anomaly.features import windows
 from anomaly.reference import Recipe
 from anomaly.sound import Sound
 from anomaly.training import training_files
@@ -164,7 +163,7 @@ def load_sounds(
     ``cache``."""
     cache = {} if cache is None else cache
     missing = [path for path in dict.fromkeys(Path(f) for f in files) if path not in cache]
-    specs, _, errors = detector.window_files(missing, progress=progress)
+    specs, errors = detector.decode_files(missing, progress=progress)
     for i, path in enumerate(missing):
         if i in errors:
             log.warning("skipping %s", errors[i])
@@ -195,17 +194,16 @@ def evaluate_split(
     one). Returns ``auc_report``'s dict; each domain's entry also holds ``n_calibration``.
     """
     if recipe is None and refit_standardizer:
-        calibration = detector.calibrate_specs(
-            [specs_by_file[p] for p in split.calibration], recipe=reference_recipe
-        )
+        options = {"method": "reference", "recipe": reference_recipe}
     else:
-        calibration = detector.calibrate_windows(
-            [windows(specs_by_file[p].log_mel, detector.params) for p in split.calibration],
-            [parse_name(p).domain for p in split.calibration],
-            recipe=recipe,
-            refit_standardizer=refit_standardizer,
-            n_components=n_components,
-        )
+        options = {
+            "method": "window",
+            "domains": [parse_name(p).domain for p in split.calibration],
+            "recipe": recipe,
+            "refit_standardizer": refit_standardizer,
+            "n_components": n_components,
+        }
+    calibration = detector.fit_calibration([specs_by_file[p] for p in split.calibration], **options)
     scores = score_clips(detector.with_calibration(calibration), split.scored, specs_by_file)
     report = auc_report([parse_name(p) for p in split.scored], scores)
     for domain, entry in report.items():

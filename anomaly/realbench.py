@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.bandcheck import shared_bands
 from anomaly.dcase import parse_name
 from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report
@@ -208,7 +209,7 @@ def evaluate(detector, data: LoadedSet, k: str, recipe: Recipe, pass_name: str, 
     labels and the share of scored normals called unfamiliar)."""
     sounds = data.sounds[pass_name]
     split = split_fewshot(data.pool, data.labelled, k, group_of=data.real.group_of())
-    calibration = detector.calibrate_specs([sounds[p] for p in split.calibration], recipe=recipe)
+    calibration = detector.fit_calibration([sounds[p] for p in split.calibration], recipe=recipe)
     adapted = detector.with_calibration(calibration)
     analyses = [adapted.analyze_sound(sounds[p], name=p.name) for p in split.scored]
     infos = [parse_name(p) for p in split.scored]
@@ -235,22 +236,22 @@ def evaluate(detector, data: LoadedSet, k: str, recipe: Recipe, pass_name: str, 
 
 def candidate_auc(detector, data: LoadedSet, recipe: Recipe, pass_name: str, cache: dict) -> float:
     """``evaluate(...)["auc"]`` at the set's goal K, faster for many recipes: the band check of each scored
-    clip (``Detector.shared_bands``, what an upload goes through first) depends on the calibration clips,
+    clip (``anomaly.bandcheck.shared_bands``, what an upload goes through first) depends on the calibration clips,
     not on the recipe, so it runs once per set and pass (kept in ``cache``). The same numbers."""
     sounds = data.sounds[pass_name]
     split = split_fewshot(data.pool, data.labelled, data.real.goal_k, group_of=data.real.group_of())
-    calibration = detector.calibrate_specs([sounds[p] for p in split.calibration], recipe=recipe)
+    calibration = detector.fit_calibration([sounds[p] for p in split.calibration], recipe=recipe)
     key = (data.real.name, pass_name)
     if key not in cache:
-        adapted = detector.with_calibration(calibration)
         heard = []
         for p in split.scored:
-            log_mel, _, n_shared = adapted.shared_bands(sounds[p].log_mel, name=p.name)
-            top_hz = float(detector.band_hz[n_shared - 1]) if n_shared < detector.params.n_mels else None
-            heard.append((sounds[p].with_log_mel(log_mel), top_hz))
+            spec = sounds[p].log_mel
+            level, profile, drop_db = calibration.scorer.band_levels(spec)
+            log_mel, _, n_shared = shared_bands(spec, level, profile, drop_db, detector.params, name=p.name)
+            heard.append((sounds[p].with_log_mel(log_mel), n_shared, p.name))
         cache[key] = heard
-    reference = calibration.reference
-    scores = [float(reference.segment_scores(h, heard_hz=hz)[0].max()) for h, hz in cache[key]]
+    scorer = calibration.scorer
+    scores = [float(scorer.prepare(h, n, name=name).scores.max()) for h, n, name in cache[key]]
     report = auc_report([parse_name(p) for p in split.scored], scores)
     return float(next(v for d, v in report.items() if d != "mean")["auc"])
 

@@ -338,7 +338,7 @@ class Reference:
         self.spectrum_low_ = spectra.min(axis=0)
         self.spectrum_high_ = spectra.max(axis=0)
         # Floored above 0: a band that never moved (a band-limited recording's empty top) is still a spread,
-        # and a calibration file's spreads must be positive (``bundle.calibration_problems``).
+        # and a calibration file's spreads must be positive (``calibration.calibration_problems``).
         spreads = np.stack([np.asarray(s.log_mel, np.float64).std(axis=1) for s in sounds]).mean(axis=0)
         self.frame_spread_ = np.maximum(spreads, 0.01)
         self.n_clips_ = len(sounds)

@@ -13,11 +13,11 @@ from anomaly.bundle import (
     BUNDLE_FILES,
     FORMAT_VERSION,
     load_bundle,
-    load_calibration,
     read_config,
     verify_bundle,
     write_config,
 )
+from anomaly.calibration import load_calibration
 from anomaly.detector import Detector
 from anomaly.errors import BundleError
 
@@ -139,7 +139,7 @@ def _npz(path, **arrays):
 
 
 def test_read_npz_checked_reads_plain_arrays(tmp_path):
-    from anomaly.bundle import read_npz_checked
+    from anomaly.safenpz import read_npz_checked
 
     path = _npz(tmp_path / "ok.npz", a=np.arange(6.0).reshape(2, 3), meta=np.asarray('{"k": 1}'))
     arrays = read_npz_checked(path, max_bytes=1 << 20, max_elements=100)
@@ -148,7 +148,7 @@ def test_read_npz_checked_reads_plain_arrays(tmp_path):
 
 
 def test_a_huge_array_is_refused_from_its_header_before_loading(tmp_path, monkeypatch):
-    from anomaly.bundle import read_npz_checked
+    from anomaly.safenpz import read_npz_checked
 
     # 2 GB of zeros compresses to about 2 MB: write its header and a little data, as an attacker would.
     path = tmp_path / "huge.npz"
@@ -194,7 +194,7 @@ def test_garbage_npz_is_not_a_calibration_file(tmp_path, tiny_bundle, make, phra
 def test_a_zip_holding_other_files_is_not_a_calibration_file(tmp_path):
     import zipfile
 
-    from anomaly.bundle import read_npz_checked
+    from anomaly.safenpz import read_npz_checked
 
     path = tmp_path / "cal.npz"
     with zipfile.ZipFile(path, "w") as archive:
@@ -346,7 +346,7 @@ def test_an_npz_with_200000_members_is_refused_before_any_is_read(tmp_path):
     import time
     import zipfile
 
-    from anomaly.bundle import CALIBRATION_MAX_MEMBERS, read_npz_checked
+    from anomaly.safenpz import CALIBRATION_MAX_MEMBERS, read_npz_checked
 
     path = tmp_path / "many.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:

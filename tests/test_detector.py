@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from anomaly.detector import MIN_CALIBRATION_CLIPS, Detector, cross_fitted_scores
+from anomaly.detector import MIN_CALIBRATION_CLIPS, Detector
 from anomaly.errors import AudioInputError
 from anomaly.features import log_mel_to_image, windows
+from anomaly.scorers.window import cross_fitted_scores
 from anomaly.scoring import LABELS
 
 
@@ -87,7 +88,7 @@ def test_calibration_refits_on_user_clips(tiny_detector, tiny_corpus):
     normals = sorted((tiny_corpus / "train").glob("*source*"))[:6]
     cal = tiny_detector.calibrate(normals)
     assert cal.n_clips == 6 and cal.meta["rough"] is True
-    assert cal.meta["method"] == "reference" and cal.reference is not None
+    assert cal.meta["method"] == "reference" and cal.scorer.reference is not None
     assert cal.meta["domains"] == ["user"]
     assert len(cal.normal_scores) == 6
     adapted = tiny_detector.with_calibration(cal)

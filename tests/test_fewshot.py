@@ -12,12 +12,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from anomaly import fewshot
-from anomaly.bundle import load_calibration
+from anomaly.calibration import load_calibration
 from anomaly.cli import main
 from anomaly.dcase import format_name
 from anomaly.detector import MIN_CALIBRATION_CLIPS
 from anomaly.embedding import CALIBRATION_RECIPE
-from anomaly.errors import AudioInputError, BundleError
+from anomaly.errors import AudioInputError, BundleError, CalibrationError
 from anomaly.fewshot import evaluate_fewshot, parse_k, protocol_files, split_fewshot, spread_order
 
 
@@ -141,38 +141,39 @@ def test_cli_fewshot_json_is_keyed_by_k(tiny_bundle, tiny_corpus, capsys):
 
 def test_recipe_and_standardiser_travel_with_the_calibration(tiny_detector, tiny_corpus, tmp_path):
     normals = sorted((tiny_corpus / "train").glob("*source*"))[:4]
-    cal = tiny_detector.calibrate(normals, recipe=CALIBRATION_RECIPE)
-    assert cal.recipe == CALIBRATION_RECIPE == tiny_detector.calibration_recipe
-    assert cal.recipe != tuple(tiny_detector.bundle.config["embedding"]["recipe"])
-    assert cal.standardizer is not None and cal.meta["rough"] is True
+    # Without a recipe, the window method refits on CALIBRATION_RECIPE.
+    cal = tiny_detector.calibrate(normals, method="window")
+    assert cal.scorer.recipe == CALIBRATION_RECIPE
+    assert cal.scorer.recipe != tuple(tiny_detector.bundle.config["embedding"]["recipe"])
+    assert cal.scorer.standardizer is not None and cal.meta["rough"] is True
 
     loaded = load_calibration(cal.save(tmp_path / "cal.npz"), tiny_detector.bundle)
-    assert loaded.recipe == cal.recipe
-    np.testing.assert_allclose(loaded.standardizer["embed_mean"], cal.standardizer["embed_mean"])
-    np.testing.assert_allclose(loaded.standardizer["embed_std"], cal.standardizer["embed_std"])
+    assert loaded.scorer.recipe == cal.scorer.recipe
+    np.testing.assert_allclose(loaded.scorer.standardizer["embed_mean"], cal.scorer.standardizer["embed_mean"])
+    np.testing.assert_allclose(loaded.scorer.standardizer["embed_std"], cal.scorer.standardizer["embed_std"])
 
     clip = sorted((tiny_corpus / "test").glob("*anomaly*"))[0]
     adapted = tiny_detector.with_calibration(loaded)
-    assert adapted.recipe == CALIBRATION_RECIPE
+    assert adapted.scorer.recipe == CALIBRATION_RECIPE
     assert adapted.analyze(clip).score == pytest.approx(
         tiny_detector.with_calibration(cal).analyze(clip).score
     )
     assert adapted.model_info["calibration"]["recipe"] == list(CALIBRATION_RECIPE)
     # Dropping the calibration brings back the model's own recipe and standardiser.
     back = adapted.with_calibration(None)
-    assert back.recipe == tiny_detector.recipe
+    assert back.scorer.recipe == tiny_detector.scorer.recipe
     assert back.analyze(clip).score == pytest.approx(tiny_detector.analyze(clip).score)
 
 
 def test_calibration_with_the_model_standardiser_stays_a_version_1_file(tiny_detector, tiny_corpus, tmp_path):
     normals = sorted((tiny_corpus / "train").glob("*source*"))[:4]
-    cal = tiny_detector.calibrate(normals, recipe=tiny_detector.recipe, refit_standardizer=False)
+    cal = tiny_detector.calibrate(normals, method="window", recipe=tiny_detector.scorer.recipe, refit_standardizer=False)
     path = cal.save(tmp_path / "cal.npz")
     with np.load(path) as data:
         assert "embed_mean" not in data.files
-    assert load_calibration(path, tiny_detector.bundle).standardizer is None
-    with pytest.raises(ValueError, match="standardiser"):
-        tiny_detector.calibrate(normals, recipe=("logmel_std",), refit_standardizer=False)
+    assert load_calibration(path, tiny_detector.bundle).scorer.standardizer is None
+    with pytest.raises(CalibrationError, match="standardiser"):
+        tiny_detector.calibrate(normals, method="window", recipe=("logmel_std",), refit_standardizer=False)
 
     # A recipe other than the model's needs the calibration's own standardiser.
     with np.load(path) as data:
@@ -190,8 +191,8 @@ def test_calibration_with_the_model_standardiser_stays_a_version_1_file(tiny_det
 
 def test_reconstruction_error_block(tiny_detector, tiny_corpus):
     normals = sorted((tiny_corpus / "train").glob("*source*"))[:4]
-    cal = tiny_detector.calibrate(normals, recipe=("recon_mean",))
-    assert cal.scorer.components_.shape[1] == tiny_detector.params.n_mels
+    cal = tiny_detector.calibrate(normals, method="window", recipe=("recon_mean",))
+    assert cal.scorer.mahalanobis.components_.shape[1] == tiny_detector.params.n_mels
     clip = sorted((tiny_corpus / "test").glob("*anomaly*"))[0]
     assert np.isfinite(tiny_detector.with_calibration(cal).analyze(clip).score)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from anomaly.bundle import DEFAULT_BUNDLE, load_calibration
+from anomaly.bundle import DEFAULT_BUNDLE
+from anomaly.calibration import load_calibration
 from anomaly.errors import AudioInputError
 from anomaly.features import FeatureParams, load_audio, log_mel, windows
 from anomaly.realbench import (
@@ -158,7 +159,7 @@ def test_reference_round_trip_and_file(tiny_detector, machine_files, tmp_path):
     normals, faults = machine_files
     cal = tiny_detector.calibrate(normals[:5])
     loaded = load_calibration(cal.save(tmp_path / "cal.npz"), tiny_detector.bundle)
-    assert loaded.reference is not None and loaded.meta["method"] == "reference"
+    assert loaded.scorer.reference is not None and loaded.meta["method"] == "reference"
     a = tiny_detector.with_calibration(cal).analyze(faults[0])
     b = tiny_detector.with_calibration(loaded).analyze(faults[0])
     assert a.score == pytest.approx(b.score) and a.familiar == b.familiar
@@ -197,7 +198,7 @@ def test_calibrate_on_and_score_one_second_clips(tiny_detector, tmp_path):
     normals = [write(tmp_path / f"n{i}.wav", other_machine(i, seconds=1.0)) for i in range(8)]
     fault = write(tmp_path / "f.wav", other_machine(99, seconds=1.0, fault=True))
     cal = tiny_detector.calibrate(normals[:6])
-    assert cal.n_clips == 6 and cal.reference.segment_frames_ <= 32
+    assert cal.n_clips == 6 and cal.scorer.reference.segment_frames_ <= 32
     adapted = tiny_detector.with_calibration(cal)
     normal_scores = [r.score for r in adapted.analyze_many(normals[6:])]
     assert adapted.analyze(fault).score > max(normal_scores)

@@ -133,7 +133,7 @@ def test_a_recording_and_its_picture_through_an_adapted_detector(tiny_detector, 
     fault = tmp_path / "fault.wav"
     sf.write(fault, humming(300, tone=0.02), SR, subtype="FLOAT")
     recipe = Recipe(("pmean", "lines"), "mahalanobis", "max")
-    cal = tiny_detector.calibrate(files[:6], reference_recipe=recipe)
+    cal = tiny_detector.calibrate(files[:6], recipe=recipe)
     adapted = tiny_detector.with_calibration(cal)
     normal_scores = [a.score for a in adapted.analyze_many(files[6:])]
     analysis = adapted.analyze(fault, explain=True)

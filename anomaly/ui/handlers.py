@@ -18,7 +18,7 @@ import gradio as gr
 import pandas as pd
 
 from anomaly import plots
-from anomaly.bundle import Calibration
+from anomaly.calibration import Calibration
 from anomaly.detector import Analysis, Detector, readable_time
 from anomaly.errors import AudioInputError
 from anomaly.ui import views
@@ -355,13 +355,8 @@ class Page:
             sound = last.sound if last.sound is not None else detector.as_sound(last.log_mel)
             last = detector.analyze_sound(sound, name=last.file, explain=True)
             view = self._view(last, detector, show_map)
-        else:  # other thresholds: the same scores, another label
-            last = replace(
-                last,
-                label=detector.thresholds.label(last.score),
-                thresholds=detector.thresholds,
-                model=detector.model_info,
-            )
+        else:  # other thresholds: the same scores, decided again (label, percentile and familiarity)
+            last = detector.relabel(last)
             view = self._view(last, detector, show_map, spectrogram=False)
         return {**out, **view, c.last: last, **self._adapt_tab(last, detector)}
 

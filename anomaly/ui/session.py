@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from anomaly.bundle import Calibration
+from anomaly.calibration import Calibration
 from anomaly.detector import Detector
 from anomaly.errors import BundleError, CalibrationFileError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly import card, plots
-from anomaly.bundle import Calibration
+from anomaly.calibration import Calibration
 from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector, readable_time
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS, Thresholds
