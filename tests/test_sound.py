@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 from sklearn.covariance import LedoitWolf
 
+from anomaly.distances import BlockDistance
 from anomaly.features import FeatureParams, log_mel
-from anomaly.reference import BlockDistance, Recipe, Reference
+from anomaly.reference import Recipe, Reference
 from anomaly.sound import BLOCKS, MODULATION_EDGES_HZ, Sound, segment_blocks
 
 SR = 16000
