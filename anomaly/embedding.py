@@ -10,7 +10,7 @@ stay consistent with the model:
 - ``recon_mean``: per-band mean squared reconstruction error of the autoencoder over the window (in the
   model's normalised input units).
 
-A calibration file may carry its own recipe and standardiser (see ``anomaly.bundle.Calibration``):
+A calibration file may carry its own recipe and standardiser (see ``anomaly.calibration``, ``anomaly.scorers.window``):
 ``CALIBRATION_RECIPE`` is what ``calibrate`` uses unless the bundle's ``embedding.calibration_recipe`` says
 otherwise. It was chosen by measurement on real machines the model never heard (``docs/adaptation.md``):
 the per-band mean and spread of the log-mel did as well as any candidate there (AUC 0.90 to 1.00 with half

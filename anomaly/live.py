@@ -33,7 +33,7 @@ import numpy as np
 
 from anomaly.errors import AudioInputError
 from anomaly.features import MAX_PEAK, MAX_SAMPLE_RATE, SILENCE_RMS, FeatureParams, log_mel, resample
-from anomaly.scoring import LABELS
+from anomaly.scoring import LABELS, UNFAMILIAR, VERDICTS
 
 # Audio kept at the microphone's rate: enough for the worst 10 s recording and the window behind it.
 RING_SECONDS = 14.0
@@ -111,7 +111,7 @@ class LiveSession:
         self.history: deque[LiveReading] = deque(maxlen=n_history)
         self.log: deque[LiveReading] = deque(maxlen=max(n_history, round(self.log_s / self.hop_s)))
         self.alarms: deque[Alarm] = deque(maxlen=self.max_alarms)
-        self.seconds_at: dict[str, float] = dict.fromkeys([*LABELS, NO_SOUND], 0.0)
+        self.seconds_at: dict[str, float] = dict.fromkeys([*VERDICTS, NO_SOUND], 0.0)
         self._ring = np.zeros(0, dtype=np.float32)
         self._total = 0  # samples accepted at the current rate
         self._next = 0  # sample count at which the next reading is due
@@ -222,7 +222,9 @@ class LiveSession:
         self.history.append(reading)
         self.log.append(reading)
         self.seconds_at[reading.level] += self.hop_s
-        if reading.score is None:
+        if reading.score is None or reading.label == UNFAMILIAR:
+            # Nothing scored, or a score against a reference this sound is unlike: neither an alarm nor the
+            # worst moment of the machine.
             return reading
         if LABELS.index(reading.label) > LABELS.index(self._last_label):
             clock = time.strftime("%H:%M:%S", time.localtime())

@@ -21,6 +21,11 @@ from sklearn.covariance import LedoitWolf, ShrunkCovariance
 from sklearn.decomposition import PCA
 
 LABELS = ("NORMAL", "NEEDS MAINTENANCE", "SEVERE ANOMALY")
+# The verdict on a recording that does not sound like what the score is measured against (another machine,
+# or the same one recorded elsewhere): its score says "unlike the reference", not how worn the machine is,
+# so it gets no severity (``anomaly.scorers.decide``).
+UNFAMILIAR = "UNFAMILIAR"
+VERDICTS = (*LABELS, UNFAMILIAR)
 MAINTENANCE_QUANTILE = 0.9
 SEVERE_QUANTILE = 0.999
 

@@ -252,9 +252,9 @@ def test_adapting_refuses_too_few_or_unreadable_recordings_in_place(app, clips):
 
 
 def test_thresholds_by_hand_decide_the_whole_verdict_again(app, clips):
-    """Familiarity depends on the score over the severe threshold: sliders that lower the thresholds far
-    below a fault's score must give the verdict the detector gives with those thresholds, not a relabelled
-    SEVERE ANOMALY for a recording it calls unfamiliar (the bug of main 030806a)."""
+    """Sliders that move the thresholds far below a fault's score give the verdict the detector gives with
+    those thresholds: on main 030806a the page relabelled the last result SEVERE ANOMALY while the detector,
+    with the same thresholds, called the recording unfamiliar."""
     c, page = app.c, app.page
     analysed = call(app, page.show_analysis, str(clips["fault"]), True, None)
     last = analysed[c.last]
@@ -262,14 +262,13 @@ def test_thresholds_by_hand_decide_the_whole_verdict_again(app, clips):
     maintenance, severe = last.score / 20, last.score / 10
     moved = call(app, page.set_thresholds, maintenance, severe, True, None, last)
     direct = app.runtime.detector.with_thresholds(maintenance, severe).analyze(clips["fault"])
-    assert not direct.familiar
     shown = moved[c.last]
     assert (shown.familiar, shown.label, shown.advice) == (direct.familiar, direct.label, direct.advice)
     assert shown.percentile == pytest.approx(direct.percentile)
-    assert label_of(moved[c.label]) == UNFAMILIAR_VERDICT and moved[c.label].color == MUTED
-    # And back: the calibrated thresholds make it familiar again.
+    assert (shown.label, shown.thresholds.severe) == ("SEVERE ANOMALY", pytest.approx(severe))
+    assert label_of(moved[c.label]) == "SEVERE ANOMALY"
     reset = call(app, page.reset_thresholds, True, moved[c.session], shown)
-    assert reset[c.last].familiar and reset[c.last].label == last.label
+    assert reset[c.last].label == last.label
 
 
 def test_an_unfamiliar_clip_gets_the_neutral_verdict_and_the_adapt_button(app, tmp_path):

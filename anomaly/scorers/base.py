@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from anomaly.familiarity import Familiarity
-from anomaly.scoring import Thresholds, percentile
+from anomaly.scoring import UNFAMILIAR, Thresholds, percentile
 from anomaly.sound import Sound
 
 
@@ -114,16 +114,21 @@ class BaseScorer:
 
 def decide(score: float, scorer: Scorer, thresholds: Thresholds, shape: float | None) -> Decision:
     """The verdict on ``score`` under ``thresholds`` (the scorer's, or set by hand): label, percentile among
-    the scorer's normal scores, and familiarity. ``shape`` is ``scorer.shape`` of what was heard: a score far
-    beyond the severe threshold with an envelope already unlike normal speaks of another machine, so
-    familiarity depends on the thresholds too and must be decided again whenever they change."""
+    the scorer's normal scores, and familiarity. This is the one verdict every surface shows (page, API,
+    batch, CSV, CLI, live, archive): an unfamiliar recording's label is ``UNFAMILIAR``, never a severity.
+
+    ``shape`` is ``scorer.shape`` of what was heard. A score far beyond the scorer's own severe threshold
+    with an envelope already unlike normal speaks of another machine; the scorer's calibrated threshold is
+    the yardstick there, not one set by hand, so that moving the alarm levels never turns a machine into
+    another one."""
     familiar = (
         scorer.familiarity is None
         or shape is None
-        or scorer.familiarity.judge(shape, score / thresholds.severe)
+        or scorer.familiarity.judge(shape, score / scorer.thresholds.severe)
     )
+    severity = thresholds.label(score)  # raises on a NaN score, familiar or not
     return Decision(
-        label=thresholds.label(score),
+        label=severity if familiar else UNFAMILIAR,
         percentile=percentile(score, scorer.normal_scores),
         familiar=familiar,
         advice=None if familiar else scorer.advice,
