@@ -21,8 +21,7 @@ import gradio as gr
 from anomaly import plots
 from anomaly.errors import BundleError
 from anomaly.features import AUDIO_EXTENSIONS
-from anomaly.ui import lanes, serving, uploads, views
-from anomaly.ui import runtime as limits
+from anomaly.ui import lanes, limits, serving, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.runtime import Runtime

@@ -359,7 +359,7 @@ def score_files(
 
 def worker_peak_rss_mb() -> float | None:
     """Peak resident memory of this process (for ``Client.run`` on every worker)."""
-    from anomaly.bench import process_memory_mb
+    from anomaly.measure import process_memory_mb
 
     return process_memory_mb(os.getpid(), "VmHWM")
 

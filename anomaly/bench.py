@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.measure import measure_app, process_memory_mb, timings_ms
+
 log = logging.getLogger("anomaly")
 
 NOOP_ENDPOINT = "/ping"
@@ -114,29 +116,6 @@ JSON_KEYS = [
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
-
-
-def process_memory_mb(pid: int, field: str = "VmRSS") -> float | None:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of a process, in MB (None off Linux)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024.0  # the kernel reports kB
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def timings_ms(call: Callable[[], object], reps: int, *, warmup: int = 3) -> np.ndarray:
-    """Wall-clock milliseconds of ``reps`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    out = np.empty(reps)
-    for i in range(reps):
-        started = time.perf_counter()
-        call()
-        out[i] = (time.perf_counter() - started) * 1000.0
-    return out
 
 
 def synth_clips(folder: Path, n_unique: int, n_total: int, sr: int) -> list[Path]:
@@ -362,8 +341,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
             numbers.update(measure_live(bundle, quick=quick))
         if "app" in sections:
             try:
-                from anomaly.ui.bench import measure_app
-
                 app, app_notes = measure_app(bundle, work / "app", clips, quick=quick)
                 numbers.update(app)
                 notes += app_notes

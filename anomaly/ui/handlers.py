@@ -22,7 +22,8 @@ from anomaly.bundle import Calibration
 from anomaly.detector import Analysis, Detector, readable_time
 from anomaly.errors import AudioInputError
 from anomaly.ui import views
-from anomaly.ui.runtime import MAX_BATCH_FILES, MAX_CALIBRATION_FILES, MAX_SECONDS, Runtime
+from anomaly.ui.limits import MAX_BATCH_FILES, MAX_CALIBRATION_FILES, MAX_SECONDS
+from anomaly.ui.runtime import Runtime
 from anomaly.ui.serving import api_errors, caught, redact, refuse, spreadsheet_safe
 from anomaly.ui.session import Session, base_detector, detector_for, restore_calibration, stored_calibration
 

@@ -18,7 +18,7 @@ from anomaly.bundle import Calibration
 from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector, readable_time
 from anomaly.features import FeatureParams
 from anomaly.scoring import LABELS, Thresholds
-from anomaly.ui.runtime import CACHE_MAX_AGE_S, CACHE_SWEEP_S, MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_SECONDS
+from anomaly.ui.limits import CACHE_MAX_AGE_S, CACHE_SWEEP_S, MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_SECONDS
 
 UNFAMILIAR_VERDICT = "Unfamiliar machine: adapt first"
 AUDIO_FORMATS_SHORT = "WAV, FLAC, OGG, MP3, M4A, WebM"
