@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from anomaly import plots
+from anomaly.decoding import AUDIO_EXTENSIONS
 from anomaly.errors import BundleError
-from anomaly.features import AUDIO_EXTENSIONS
 from anomaly.ui import lanes, limits, serving, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage

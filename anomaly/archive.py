@@ -99,7 +99,7 @@ def walk_audio(root: str | Path) -> Iterator[Found]:
     """Every audio file below ``root`` (``anomaly.features.AUDIO_EXTENSIONS``), as a stream: one folder's
     entries at a time, subfolders in name order. Hidden files and folders (a leading dot) are skipped, and
     symbolic links to folders are not followed (no loops)."""
-    from anomaly.features import AUDIO_EXTENSIONS
+    from anomaly.decoding import AUDIO_EXTENSIONS
 
     root = Path(root)
     pending = [(str(root), "")]
@@ -332,7 +332,7 @@ def score_files(
 ) -> list[dict]:
     """The task each worker runs: score ``files`` (absolute path, name for messages) against one calibration,
     through ``Detector.analyze_many`` like the Batch tab and ``predict``; one row of scoring columns each."""
-    from anomaly.features import native_sample_rate
+    from anomaly.decoding import native_sample_rate
 
     detector = worker_detector(bundle_dir, model_sha, calibration, calibration_sha)
     paths = [path for path, _ in files]

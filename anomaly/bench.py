@@ -136,8 +136,9 @@ def synth_clips(folder: Path, n_unique: int, n_total: int, sr: int) -> list[Path
 
 def core_breakdown(detector, clip: Path, reps: int) -> dict[str, float]:
     """Median milliseconds of each step of ``Detector.analyze`` on one clip."""
+    from anomaly.decoding import load_audio
     from anomaly.embedding import raw_features, standardize
-    from anomaly.features import load_audio, log_mel, min_seconds, windows
+    from anomaly.features import log_mel, min_seconds, windows
 
     params = detector.params
     y = load_audio(clip, params.sr, min_seconds=min_seconds(params))
@@ -205,9 +206,9 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
 
     from anomaly import plots
     from anomaly.detector import Detector
-    from anomaly.features import resample
     from anomaly.live import LiveSession
     from anomaly.synth import synthesize_clip
+    from anomaly.waveform import resample
 
     detector = Detector.load(bundle)
     sr = detector.params.sr

@@ -19,6 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.bands import (
+    BAND_DROP_DB,
+    EMPTY_BAND_DB,
+    LEVEL_TOLERANCE_DB,
+    MIN_BAND_HZ,
+    REFERENCE_BAND_DROP_DB,
+    fill_top_bands,
+    level_offset,
+    missing_top_bands,
+)
 from anomaly.bundle import Bundle, Calibration, load_bundle, load_calibration
 from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH and cross_fitted_scores are part of this module's API
     MIN_CALIBRATION_CLIPS,
@@ -29,6 +39,7 @@ from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH and cross_fitted_sco
     fit_window_calibration,
 )
 from anomaly.dcase import parse_name
+from anomaly.decoding import load_audio
 from anomaly.embedding import (
     CALIBRATION_RECIPE,
     check_recipe,
@@ -37,24 +48,8 @@ from anomaly.embedding import (
 )
 from anomaly.errors import AudioInputError
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
-from anomaly.features import (
-    BAND_DROP_DB,
-    EMPTY_BAND_DB,
-    LEVEL_TOLERANCE_DB,
-    MIN_BAND_HZ,
-    REFERENCE_BAND_DROP_DB,
-    FeatureParams,
-    fill_top_bands,
-    image_to_log_mel,
-    level_offset,
-    load_audio,
-    log_mel,
-    min_seconds,
-    missing_top_bands,
-    padding_note,
-    window_starts,
-    windows,
-)
+from anomaly.features import FeatureParams, log_mel, min_seconds, padding_note, window_starts, windows
+from anomaly.images import image_to_log_mel
 from anomaly.reference import Recipe, Reference
 from anomaly.scoring import Thresholds, percentile
 from anomaly.sound import Sound, mel_blocks

@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 
 from anomaly.bundle import DEFAULT_BUNDLE, load_calibration
+from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
-from anomaly.features import FeatureParams, load_audio, log_mel, windows
+from anomaly.features import FeatureParams, log_mel, windows
 from anomaly.realbench import (
     LOSO_TOLERANCE,
     candidate_recipes,

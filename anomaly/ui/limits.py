@@ -3,9 +3,9 @@
 The page's words (``views``), its handlers and ``app.py`` read them here, as does the runtime.
 """
 
-from anomaly import features
+from anomaly import decoding
 
-MAX_SECONDS = features.MAX_SECONDS  # longest recording scored, the CLI's limit too
+MAX_SECONDS = decoding.MAX_SECONDS  # longest recording scored, the CLI's limit too
 MAX_FILE_SIZE = "50mb"  # enforced by gradio on every upload
 MAX_BATCH_FILES = 100
 MAX_CALIBRATION_FILES = 200
