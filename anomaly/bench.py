@@ -204,8 +204,9 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     """Listening live: time per update and resident-memory drift over 10 minutes of audio."""
     import gc
 
-    from anomaly import plots
+    from anomaly.charts import live_timeline
     from anomaly.detector import Detector
+    from anomaly.gauge import gauge_html
     from anomaly.live import LiveSession
     from anomaly.synth import synthesize_clip
     from anomaly.waveform import resample
@@ -222,9 +223,9 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     def update(i: int, draw: bool = True) -> None:
         readings = session.feed(chunks[i % len(chunks)], LIVE_SR, detector)
         if draw and readings and session.last.score is not None:
-            plots.gauge_html(session.last.score, t, familiar=session.last.familiar)
+            gauge_html(session.last.score, t, familiar=session.last.familiar)
             starts, scores = session.timeline()
-            plots.live_timeline(starts, scores, t, session.window_s, now_s=session.heard_s)
+            live_timeline(starts, scores, t, session.window_s, now_s=session.heard_s)
 
     counter = itertools.count()
     for _ in range(LIVE_WARMUP_UPDATES):

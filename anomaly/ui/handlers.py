@@ -19,6 +19,7 @@ import pandas as pd
 
 from anomaly import plots
 from anomaly.bundle import Calibration
+from anomaly.charts import batch_trend_svg
 from anomaly.detector import Analysis, Detector, readable_time
 from anomaly.errors import AudioInputError
 from anomaly.ui import views
@@ -249,7 +250,7 @@ class Page:
             c.batch_table: table.where(table.notna(), None),
             c.batch_rows: views.batch_rows(rows, BATCH_COLUMNS),
             c.batch_csv: str(path),
-            c.batch_trend: plots.batch_trend_svg(names, scores, detector.thresholds),
+            c.batch_trend: batch_trend_svg(names, scores, detector.thresholds),
             c.batch_status: views.batch_summary(labels, len(rows) - len(labels))
             + f" Compared with {views.plain_text(detector.compared_with)}.",
         }

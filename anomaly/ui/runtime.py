@@ -134,7 +134,7 @@ def warm_up(detector: Detector) -> float:
     tracing the tf.functions and librosa's first calls (numba) are paid before the first visitor."""
     import soundfile as sf
 
-    from anomaly import plots
+    from anomaly import charts
     from anomaly.live import LiveSession
     from anomaly.synth import synthesize_clip
     from anomaly.ui import views
@@ -150,7 +150,7 @@ def warm_up(detector: Detector) -> float:
     views.timeline(explained, detector.params)
     live = LiveSession(detector.params)
     live.feed(np.repeat(wave, 3), 3 * detector.params.sr, detector)
-    plots.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
+    charts.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
     return time.perf_counter() - started
 
 
