@@ -194,3 +194,44 @@ def test_the_walk_sees_the_real_package(name: str) -> None:
     # A walk that found nothing would pass the two layer tests above for the wrong reason.
     graph = import_graph(PACKAGE_ROOT, "anomaly")
     assert name in graph and graph[name], f"no imports found in {name}"
+
+
+MAX_MODULE_LINES = 450
+# Issue 18 exempts the synthesiser. The others are being split in the same issue: take each off this list
+# when it is (the second test below says when).
+LONG_MODULES = {"anomaly/synth.py": "the synthesiser"} | dict.fromkeys(
+    [
+        "anomaly/archive.py",
+        "anomaly/bundle.py",
+        "anomaly/cli.py",
+        "anomaly/detector.py",
+        "anomaly/reference.py",
+        "anomaly/ui/handlers.py",
+    ],
+    "being split",
+)
+
+
+def module_lines() -> dict[str, int]:
+    root = PACKAGE_ROOT.parent
+    return {
+        path.relative_to(root).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted(PACKAGE_ROOT.rglob("*.py"))
+    }
+
+
+def test_no_module_over_450_lines() -> None:
+    long = {
+        name: n for name, n in module_lines().items() if n > MAX_MODULE_LINES and name not in LONG_MODULES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by job): {long}"
+
+
+def test_the_list_of_long_modules_is_current() -> None:
+    lines = module_lines()
+    stale = [
+        name
+        for name, why in LONG_MODULES.items()
+        if why == "being split" and lines.get(name, 0) <= MAX_MODULE_LINES
+    ]
+    assert not stale, f"split now, take them off LONG_MODULES: {stale}"
