@@ -18,11 +18,10 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from anomaly import plots
+from anomaly import charts, gauge, plots, spectrogram_plot
+from anomaly.decoding import AUDIO_EXTENSIONS
 from anomaly.errors import BundleError
-from anomaly.features import AUDIO_EXTENSIONS
-from anomaly.ui import lanes, serving, uploads, views
-from anomaly.ui import runtime as limits
+from anomaly.ui import lanes, limits, serving, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.runtime import Runtime
@@ -385,7 +384,8 @@ if __name__ == "__main__":
         "%s; warm-up took %.1f s", runtime.model_message, runtime.prepare_to_serve()
     )
     if examples is not None:  # cached results are only valid for this model, these clips and this code
-        code = [Path(__file__), *Path(views.__file__).parent.glob("*.py"), Path(plots.__file__)]
+        pictures = (plots, spectrogram_plot, charts, gauge)
+        code = [Path(__file__), *Path(views.__file__).parent.glob("*.py"), *(Path(m.__file__) for m in pictures)]
         serving.key_examples_cache(examples, detector, EXAMPLES, code)
     demo.launch(
         max_file_size=limits.MAX_FILE_SIZE,

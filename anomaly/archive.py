@@ -100,7 +100,7 @@ def walk_audio(root: str | Path) -> Iterator[Found]:
     """Every audio file below ``root`` (``anomaly.features.AUDIO_EXTENSIONS``), as a stream: one folder's
     entries at a time, subfolders in name order. Hidden files and folders (a leading dot) are skipped, and
     symbolic links to folders are not followed (no loops)."""
-    from anomaly.features import AUDIO_EXTENSIONS
+    from anomaly.decoding import AUDIO_EXTENSIONS
 
     root = Path(root)
     pending = [(str(root), "")]
@@ -333,7 +333,7 @@ def score_files(
 ) -> list[dict]:
     """The task each worker runs: score ``files`` (absolute path, name for messages) against one calibration,
     through ``Detector.analyze_many`` like the Batch tab and ``predict``; one row of scoring columns each."""
-    from anomaly.features import native_sample_rate
+    from anomaly.decoding import native_sample_rate
 
     detector = worker_detector(bundle_dir, model_sha, calibration, calibration_sha)
     paths = [path for path, _ in files]
@@ -360,7 +360,7 @@ def score_files(
 
 def worker_peak_rss_mb() -> float | None:
     """Peak resident memory of this process (for ``Client.run`` on every worker)."""
-    from anomaly.bench import process_memory_mb
+    from anomaly.measure import process_memory_mb
 
     return process_memory_mb(os.getpid(), "VmHWM")
 

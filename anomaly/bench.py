@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.measure import measure_app, process_memory_mb, timings_ms
+
 log = logging.getLogger("anomaly")
 
 NOOP_ENDPOINT = "/ping"
@@ -116,29 +118,6 @@ JSON_KEYS = [
 # --- measuring ---------------------------------------------------------------------------------------------
 
 
-def process_memory_mb(pid: int, field: str = "VmRSS") -> float | None:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of a process, in MB (None off Linux)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024.0  # the kernel reports kB
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def timings_ms(call: Callable[[], object], reps: int, *, warmup: int = 3) -> np.ndarray:
-    """Wall-clock milliseconds of ``reps`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    out = np.empty(reps)
-    for i in range(reps):
-        started = time.perf_counter()
-        call()
-        out[i] = (time.perf_counter() - started) * 1000.0
-    return out
-
-
 def synth_clips(folder: Path, n_unique: int, n_total: int, sr: int) -> list[Path]:
     """``n_total`` 10 s clip files (copies of ``n_unique`` synthetic ones, normal and faulty)."""
     from anomaly.synth import synthesize_clip, write_clip
@@ -157,8 +136,9 @@ def synth_clips(folder: Path, n_unique: int, n_total: int, sr: int) -> list[Path
 
 def core_breakdown(detector, clip: Path, reps: int) -> dict[str, float]:
     """Median milliseconds of each step of ``Detector.analyze`` on one clip, with the bundle's own scorer."""
+    from anomaly.decoding import load_audio
     from anomaly.embedding import raw_features, standardize
-    from anomaly.features import load_audio, log_mel, min_seconds, windows
+    from anomaly.features import log_mel, min_seconds, windows
 
     params = detector.params
     scorer = detector.scorer  # the bundled model's WindowScorer: the bench loads no calibration
@@ -225,11 +205,12 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     """Listening live: time per update and resident-memory drift over 10 minutes of audio."""
     import gc
 
-    from anomaly import plots
+    from anomaly.charts import live_timeline
     from anomaly.detector import Detector
-    from anomaly.features import resample
+    from anomaly.gauge import gauge_html
     from anomaly.live import LiveSession
     from anomaly.synth import synthesize_clip
+    from anomaly.waveform import resample
 
     detector = Detector.load(bundle)
     sr = detector.params.sr
@@ -243,9 +224,9 @@ def measure_live(bundle: str | None, *, quick: bool) -> dict:
     def update(i: int, draw: bool = True) -> None:
         readings = session.feed(chunks[i % len(chunks)], LIVE_SR, detector)
         if draw and readings and session.last.score is not None:
-            plots.gauge_html(session.last.score, t, familiar=session.last.familiar)
+            gauge_html(session.last.score, t, familiar=session.last.familiar)
             starts, scores = session.timeline()
-            plots.live_timeline(starts, scores, t, session.window_s, now_s=session.heard_s)
+            live_timeline(starts, scores, t, session.window_s, now_s=session.heard_s)
 
     counter = itertools.count()
     for _ in range(LIVE_WARMUP_UPDATES):
@@ -363,8 +344,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
             numbers.update(measure_live(bundle, quick=quick))
         if "app" in sections:
             try:
-                from anomaly.ui.bench import measure_app
-
                 app, app_notes = measure_app(bundle, work / "app", clips, quick=quick)
                 numbers.update(app)
                 notes += app_notes

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from anomaly.bands import MIN_BAND_HZ
 from anomaly.calibration import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS
-from anomaly.features import AUDIO_FORMATS, MIN_BAND_HZ, MIN_SECONDS, FeatureParams
+from anomaly.decoding import AUDIO_FORMATS
+from anomaly.features import MIN_SECONDS, FeatureParams
 from anomaly.scoring import LABELS
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"

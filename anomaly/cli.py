@@ -54,7 +54,8 @@ def _synth(args: argparse.Namespace) -> int:
     if args.examples:
         from PIL import Image
 
-        from anomaly.features import FeatureParams, log_mel_file, log_mel_to_image
+        from anomaly.features import FeatureParams, log_mel_file
+        from anomaly.images import log_mel_to_image
 
         synth.generate_examples(args.out_dir, seed=args.seed)
         # The image input's example: the same clips as 8-bit spectrograms (see anomaly.features).
@@ -105,13 +106,13 @@ def _load_detector(args: argparse.Namespace):
 def _max_seconds(args: argparse.Namespace) -> float | None:
     """The app's duration limit (and with it the sample-rate and decoded-size limits), unless
     ``--no-limits``: then any length is read, piece by piece in bounded memory."""
-    from anomaly.features import MAX_SECONDS
+    from anomaly.decoding import MAX_SECONDS
 
     return None if getattr(args, "no_limits", False) else MAX_SECONDS
 
 
 def _add_limit_args(p: argparse.ArgumentParser) -> None:
-    from anomaly.features import MAX_SECONDS
+    from anomaly.decoding import MAX_SECONDS
 
     p.add_argument(
         "--no-limits",

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anomaly.features import AUDIO_EXTENSIONS
+from anomaly.decoding import AUDIO_EXTENSIONS
 
 AUDIO_SUFFIXES = AUDIO_EXTENSIONS  # a folder lists what load_audio reads
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from anomaly.analysis import Analysis
-from anomaly.bandcheck import shared_bands
+from anomaly.bands import shared_bands
 from anomaly.bundle import Bundle, load_bundle
 from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH are part of this module's API
     MIN_CALIBRATION_CLIPS,
@@ -29,8 +29,10 @@ from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH are part of this mod
     load_calibration,
 )
 from anomaly.dcase import parse_name
+from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
-from anomaly.features import FeatureParams, image_to_log_mel, load_audio, log_mel, min_seconds
+from anomaly.features import FeatureParams, log_mel, min_seconds
+from anomaly.images import image_to_log_mel
 from anomaly.scorers import Decision, Scored, Scorer, WindowScorer, decide
 from anomaly.scoring import Thresholds
 from anomaly.sound import Sound
@@ -231,7 +233,7 @@ class Detector:
         return self.scorer.needs_wave
 
     def hear(self, sound: Sound, *, name: str) -> Heard:
-        """The band check (``anomaly.bandcheck``: bands a codec cut count as normal), then the scorer's
+        """The band check (``anomaly.bands``: bands a codec cut count as normal), then the scorer's
         preparation; what reading the file found (``Sound.read_notes``) opens the notes."""
         level, profile, drop_db = self.scorer.band_levels(sound.log_mel)
         heard, band_notes, n_shared = shared_bands(sound.log_mel, level, profile, drop_db, self.params, name=name)

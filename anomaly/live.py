@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anomaly.decoding import MAX_SAMPLE_RATE
 from anomaly.errors import AudioInputError
-from anomaly.features import MAX_PEAK, MAX_SAMPLE_RATE, SILENCE_RMS, FeatureParams, log_mel, resample
+from anomaly.features import FeatureParams, log_mel
 from anomaly.scoring import LABELS, UNFAMILIAR, VERDICTS
+from anomaly.waveform import MAX_PEAK, SILENCE_RMS, resample
 
 # Audio kept at the microphone's rate: enough for the worst 10 s recording and the window behind it.
 RING_SECONDS = 14.0

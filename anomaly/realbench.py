@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.bandcheck import shared_bands
+from anomaly.bands import shared_bands
 from anomaly.dcase import parse_name
 from anomaly.errors import AudioInputError
 from anomaly.evaluation import auc_report
@@ -236,7 +236,7 @@ def evaluate(detector, data: LoadedSet, k: str, recipe: Recipe, pass_name: str, 
 
 def candidate_auc(detector, data: LoadedSet, recipe: Recipe, pass_name: str, cache: dict) -> float:
     """``evaluate(...)["auc"]`` at the set's goal K, faster for many recipes: the band check of each scored
-    clip (``anomaly.bandcheck.shared_bands``, what an upload goes through first) depends on the calibration clips,
+    clip (``anomaly.bands.shared_bands``, what an upload goes through first) depends on the calibration clips,
     not on the recipe, so it runs once per set and pass (kept in ``cache``). The same numbers."""
     sounds = data.sounds[pass_name]
     split = split_fewshot(data.pool, data.labelled, data.real.goal_k, group_of=data.real.group_of())

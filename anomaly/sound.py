@@ -95,7 +95,7 @@ class Sound:
         return int(self.log_mel.shape[1])
 
     def with_log_mel(self, log_mel: np.ndarray) -> Sound:
-        """The same recording with another log-mel (the band-gap repair of ``anomaly.bandcheck.shared_bands``)."""
+        """The same recording with another log-mel (the band-gap repair of ``anomaly.bands.shared_bands``)."""
         return Sound(log_mel, self.sr, self.hop_length, self.wave, self.read_notes)
 
     def scaled(self, gain_db: float) -> Sound:

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from anomaly.bench import process_memory_mb  # noqa: E402
+from anomaly.measure import process_memory_mb  # noqa: E402
 from anomaly.scoring import LABELS  # noqa: E402
 from anomaly.ui.launcher import app_server, loopback_client  # noqa: E402
 

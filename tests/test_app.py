@@ -20,7 +20,8 @@ import soundfile as sf
 from PIL import Image
 
 from anomaly.bundle import DEFAULT_BUNDLE, read_config
-from anomaly.features import FeatureParams, log_mel_file, log_mel_to_image, window_starts
+from anomaly.features import FeatureParams, log_mel_file, window_starts
+from anomaly.images import log_mel_to_image
 from anomaly.scoring import LABELS, Thresholds
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -27,7 +27,7 @@ from test_cli import cli  # the CLI in this process, as the CLI tests run it
 
 from anomaly.archive import COLUMN_NAMES, Rule, model_sha256, read_manifest, walk_audio
 from anomaly.bundle import load_bundle, sha256_file
-from anomaly.features import AUDIO_EXTENSIONS
+from anomaly.decoding import AUDIO_EXTENSIONS
 from anomaly.scoring import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -400,8 +400,8 @@ def fake_microphone_file(tmp_path_factory) -> Path:
     import numpy as np
     import soundfile as sf
 
-    from anomaly.features import resample
     from anomaly.synth import synthesize_clip
+    from anomaly.waveform import resample
 
     normal, _ = synthesize_clip("source", "normal", 3, duration_s=LIVE_NORMAL_S)
     faulty, _ = synthesize_clip(

@@ -8,7 +8,8 @@ import soundfile as sf
 
 from anomaly.detector import MIN_CALIBRATION_CLIPS, Detector
 from anomaly.errors import AudioInputError
-from anomaly.features import log_mel_to_image, windows
+from anomaly.features import windows
+from anomaly.images import log_mel_to_image
 from anomaly.scorers.window import cross_fitted_scores
 from anomaly.scoring import LABELS
 

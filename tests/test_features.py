@@ -13,17 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
-from anomaly.features import (
-    FeatureParams,
-    image_to_log_mel,
-    load_audio,
-    log_mel,
-    log_mel_file,
-    log_mel_to_image,
-    window_starts,
-    windows,
-)
+from anomaly.features import FeatureParams, log_mel, log_mel_file, window_starts, windows
+from anomaly.images import image_to_log_mel, log_mel_to_image
 
 P = FeatureParams()
 
@@ -221,7 +214,7 @@ def test_a_file_cut_short_says_how_much_was_read(tmp_path):
 def test_a_long_recording_read_piece_by_piece_equals_reading_it_whole(file_sr):
     """Without a duration limit, long files are downmixed and resampled in pieces (bounded memory):
     the joins must not show."""
-    from anomaly.features import STREAM_PIECE_S, MonoStream, resample
+    from anomaly.waveform import STREAM_PIECE_S, MonoStream, resample
 
     rng = np.random.default_rng(5)
     stereo = rng.normal(0, 0.1, (file_sr * (2 * STREAM_PIECE_S + 7), 2)).astype(np.float32)
@@ -361,7 +354,7 @@ def test_a_decompression_bomb_is_refused_with_its_size():
 
 def test_missing_top_bands_matches_its_definition_band_by_band():
     """The vectorised search gives what the definition says, candidate band by candidate band."""
-    from anomaly.features import missing_top_bands
+    from anomaly.bands import missing_top_bands
 
     def by_definition(level, profile, drop_db, context=8):
         deviation = level - profile

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
-from anomaly.features import FeatureParams, load_audio, log_mel
+from anomaly.features import FeatureParams, log_mel
 
 av = pytest.importorskip("av")
 

@@ -8,10 +8,10 @@ import io
 import numpy as np
 import pytest
 
-from anomaly.features import resample
 from anomaly.live import NO_SOUND, NO_SOUND_PROBLEM, LiveSession
 from anomaly.scoring import LABELS
 from anomaly.synth import synthesize_clip
+from anomaly.waveform import resample
 
 SR = 16000
 

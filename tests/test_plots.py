@@ -12,28 +12,23 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
+from anomaly.charts import batch_trend_svg, live_timeline, window_timeline
 from anomaly.features import FeatureParams
+from anomaly.gauge import gauge_html
 from anomaly.plots import (
     FONT_PX,
     LABEL_COLOURS,
     MAGMA,
-    MAP_COLOUR,
-    MAP_FULL_STD,
     MUTED,
     SCALE_CAP_SEVERE,
     ZONE_NAMES,
-    anomaly_alpha,
-    batch_trend_svg,
-    gauge_html,
-    live_timeline,
     log_ticks,
     scale_position,
     score_scale,
-    spectrogram_picture,
-    window_timeline,
     zone_colour,
 )
 from anomaly.scoring import LABELS, Thresholds
+from anomaly.spectrogram_plot import MAP_COLOUR, MAP_FULL_STD, anomaly_alpha, spectrogram_picture
 
 PARAMS = FeatureParams()
 GREEN, AMBER, RED = (LABEL_COLOURS[label] for label in LABELS)

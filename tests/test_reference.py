@@ -12,8 +12,9 @@ import soundfile as sf
 
 from anomaly.bundle import DEFAULT_BUNDLE
 from anomaly.calibration import load_calibration
+from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
-from anomaly.features import FeatureParams, load_audio, log_mel, windows
+from anomaly.features import FeatureParams, log_mel, windows
 from anomaly.realbench import (
     LOSO_TOLERANCE,
     candidate_recipes,

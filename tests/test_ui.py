@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from anomaly.features import resample
 from anomaly.plots import MUTED
 from anomaly.scoring import LABELS
 from anomaly.synth import synthesize_clip
 from anomaly.ui.views import UNFAMILIAR_VERDICT
+from anomaly.waveform import resample
 
 ROOT = Path(__file__).resolve().parent.parent
 MIC_SR = 48000

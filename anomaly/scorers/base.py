@@ -2,7 +2,7 @@
 
 A scorer says how far a recording is from one idea of "normal": the bundled model's windows
 (``anomaly.scorers.window``) or the user's reference (``anomaly.scorers.reference``). The Detector decodes,
-checks the bands (``anomaly.bandcheck``) and hands the scorer what it heard; the scorer prepares it (in the
+checks the bands (``anomaly.bands``) and hands the scorer what it heard; the scorer prepares it (in the
 decoding threads), scores prepared recordings (in groups where that pays) and knows its own thresholds,
 normal scores and familiarity check. ``decide`` turns a score into the verdict every surface shows.
 """
@@ -54,6 +54,7 @@ class Scorer(Protocol):
     advice: str
     needs_wave: bool
     caution: str | None
+    unfamiliar_hides_severity: bool
 
     def band_levels(self, spec_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The recording's level per band, the normal level per band, and how far below normal the top
@@ -91,6 +92,11 @@ class BaseScorer:
     method: ClassVar[str] = ""
     needs_wave: bool = False
     caution: str | None = None
+    # Whether a recording this scorer finds unfamiliar is most likely another machine, whose score says
+    # nothing of wear (the bundled model and an unknown machine): then its verdict is UNFAMILIAR. Against a
+    # user's own normals an unfamiliar sound of their machine is likelier a fault that reshapes its
+    # spectrum, so the severity stands and the advice asks whether it is the same machine.
+    unfamiliar_hides_severity: bool = True
 
     def __init__(
         self,
@@ -115,7 +121,8 @@ class BaseScorer:
 def decide(score: float, scorer: Scorer, thresholds: Thresholds, shape: float | None) -> Decision:
     """The verdict on ``score`` under ``thresholds`` (the scorer's, or set by hand): label, percentile among
     the scorer's normal scores, and familiarity. This is the one verdict every surface shows (page, API,
-    batch, CSV, CLI, live, archive): an unfamiliar recording's label is ``UNFAMILIAR``, never a severity.
+    batch, CSV, CLI, live, archive). A recording the bundled model finds unfamiliar is ``UNFAMILIAR``, never a
+    severity; against a user's reference the severity stands (``BaseScorer.unfamiliar_hides_severity``).
 
     ``shape`` is ``scorer.shape`` of what was heard. A score far beyond the scorer's own severe threshold
     with an envelope already unlike normal speaks of another machine; the scorer's calibrated threshold is
@@ -128,7 +135,7 @@ def decide(score: float, scorer: Scorer, thresholds: Thresholds, shape: float | 
     )
     severity = thresholds.label(score)  # raises on a NaN score, familiar or not
     return Decision(
-        label=severity if familiar else UNFAMILIAR,
+        label=UNFAMILIAR if not familiar and scorer.unfamiliar_hides_severity else severity,
         percentile=percentile(score, scorer.normal_scores),
         familiar=familiar,
         advice=None if familiar else scorer.advice,

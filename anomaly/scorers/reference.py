@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anomaly.bandcheck import band_hz
+from anomaly.bands import REFERENCE_BAND_DROP_DB, band_hz
 from anomaly.familiarity import ADVICE_CALIBRATION, USER_SPREAD_FLOOR_DB, Familiarity, ShapeFamiliarity
-from anomaly.features import REFERENCE_BAND_DROP_DB
 from anomaly.reference import Recipe, Reference
 from anomaly.scorers.base import BaseScorer, Scored
 from anomaly.scoring import Thresholds
@@ -35,6 +34,7 @@ class ReferenceScorer(BaseScorer):
     """Scores recordings against a ``Reference`` fitted on the user's normal clips."""
 
     method = "reference"
+    unfamiliar_hides_severity = False
 
     def __init__(
         self, bundle, reference: Reference, familiarity: Familiarity | None, *, thresholds: Thresholds | None = None

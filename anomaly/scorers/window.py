@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anomaly.bands import BAND_DROP_DB, LEVEL_TOLERANCE_DB, level_offset
 from anomaly.embedding import (
     CALIBRATION_RECIPE,
     CALIBRATION_STD_FLOOR,
@@ -21,14 +22,7 @@ from anomaly.embedding import (
     window_features,
 )
 from anomaly.familiarity import ADVICE_CALIBRATION, ADVICE_MODEL, Familiarity
-from anomaly.features import (
-    BAND_DROP_DB,
-    LEVEL_TOLERANCE_DB,
-    level_offset,
-    padding_note,
-    window_starts,
-    windows,
-)
+from anomaly.features import padding_note, window_starts, windows
 from anomaly.scorers.base import BaseScorer, Scored
 from anomaly.scoring import MahalanobisScorer, Thresholds, clip_folds, gamma_thresholds
 from anomaly.sound import Sound

@@ -4,7 +4,8 @@
 no model and changes nothing in the process: ``Runtime.load()`` loads the model, ``Runtime.prepare_to_serve()``
 tunes the process and warms the paths up, and both are called by ``app.py`` (or a test) when it chooses.
 
-- ``runtime``: the shared model, the serving limits, the scratch folder for downloads.
+- ``runtime``: the shared model and the scratch folder for downloads.
+- ``limits``: what one request may cost (seconds, file size, batch size), how long uploads are kept.
 - ``session``: what one visitor changed (a named calibration, hand-set thresholds) and how it is kept in the
   browser across reloads.
 - ``views``: pure functions of an ``Analysis`` (or a calibration) to Markdown, HTML and pictures.

@@ -1,18 +1,24 @@
 """The app's half of ``python -m anomaly bench``: cold start, round trips and memory of ``python app.py``.
 
-The engine's half (core path, batch, listening live) is ``anomaly.bench``, which calls ``measure_app``.
+The engine's half (core path, batch, listening live) is ``anomaly.bench``. It runs this half as a program,
+``python -m anomaly.ui.bench REQUEST ANSWER`` (through ``anomaly.measure.measure_app``), so that the engine
+never imports the page's side: REQUEST is a JSON file of ``measure_app``'s arguments, ANSWER receives
+``{"numbers": ..., "notes": ...}`` or ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from anomaly.bench import NOOP_ENDPOINT, timings_ms
+from anomaly.bench import NOOP_ENDPOINT
+from anomaly.measure import timings_ms
 from anomaly.ui.launcher import app_server, http_call, http_upload, loopback_client
 
 log = logging.getLogger("anomaly")
@@ -96,3 +102,24 @@ def measure_app(bundle: str | None, work: Path, clips: list[Path], *, quick: boo
         **extra,
     }
     return numbers, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the app as a request file asks and write the answer file; 1 when it could not measure."""
+    request_path, answer_path = argv if argv is not None else sys.argv[1:]
+    request = json.loads(Path(request_path).read_text())
+    logging.basicConfig(level=request.get("log_level", logging.INFO), format="%(message)s", stream=sys.stderr)
+    try:
+        numbers, notes = measure_app(
+            request["bundle"], Path(request["work"]), [Path(c) for c in request["clips"]], quick=request["quick"]
+        )
+        answer: dict = {"numbers": numbers, "notes": notes}
+    except Exception as exc:  # anything that stopped the measuring: the engine's table says what it was
+        log.exception("the app could not be measured")
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    Path(answer_path).write_text(json.dumps(answer))
+    return 1 if "error" in answer else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

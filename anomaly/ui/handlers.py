@@ -19,10 +19,12 @@ import pandas as pd
 
 from anomaly import plots
 from anomaly.calibration import Calibration
+from anomaly.charts import batch_trend_svg
 from anomaly.detector import Analysis, Detector, readable_time
 from anomaly.errors import AudioInputError
 from anomaly.ui import views
-from anomaly.ui.runtime import MAX_BATCH_FILES, MAX_CALIBRATION_FILES, MAX_SECONDS, Runtime
+from anomaly.ui.limits import MAX_BATCH_FILES, MAX_CALIBRATION_FILES, MAX_SECONDS
+from anomaly.ui.runtime import Runtime
 from anomaly.ui.serving import api_errors, caught, redact, refuse, spreadsheet_safe
 from anomaly.ui.session import Session, base_detector, detector_for, restore_calibration, stored_calibration
 
@@ -248,7 +250,7 @@ class Page:
             c.batch_table: table.where(table.notna(), None),
             c.batch_rows: views.batch_rows(rows, BATCH_COLUMNS),
             c.batch_csv: str(path),
-            c.batch_trend: plots.batch_trend_svg(names, scores, detector.thresholds),
+            c.batch_trend: batch_trend_svg(names, scores, detector.thresholds),
             c.batch_status: views.batch_summary(labels, len(rows) - len(labels))
             + f" Compared with {views.plain_text(detector.compared_with)}.",
         }

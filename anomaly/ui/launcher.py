@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from anomaly.bench import process_memory_mb
+from anomaly.measure import process_memory_mb
 
 # Where app.py sits when the project is used from its repository (it is not part of the installed package).
 DEFAULT_APP_PATH = Path(__file__).resolve().parent.parent.parent / "app.py"

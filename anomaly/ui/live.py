@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import gradio as gr
 import numpy as np
 
-from anomaly import plots
+from anomaly.charts import live_timeline
 from anomaly.detector import Detector
+from anomaly.gauge import gauge_html
 from anomaly.live import LiveReading, LiveSession
 from anomaly.ui.runtime import Runtime
 from anomaly.ui.session import Session, detector_for
@@ -109,12 +110,12 @@ class LivePage:
         t = detector.thresholds
         last = live.last
         gauge = (
-            plots.gauge_html(last.score, t, familiar=last.familiar)
+            gauge_html(last.score, t, familiar=last.familiar)
             if last is not None and last.score is not None
             else None
         )
         starts, scores = live.timeline()
-        timeline = plots.live_timeline(
+        timeline = live_timeline(
             starts, scores, t, live.window_s, now_s=live.heard_s, span_s=live.history_s
         )
         return gauge, timeline

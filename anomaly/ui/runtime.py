@@ -1,4 +1,4 @@
-"""The model every visitor shares, the limits one request may use, and the scratch folder for downloads."""
+"""The model every visitor shares and the scratch folder for downloads (the serving limits are ``limits``)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly import features
 from anomaly.detector import Detector
 from anomaly.ui.lanes import LiveSeats, Priority
+from anomaly.ui.limits import CACHE_MAX_AGE_S
 from anomaly.ui.session import store_secret
 
 log = logging.getLogger("anomaly.ui")
-
-# Serving limits for a 2-vCPU Space: what one request may cost.
-MAX_SECONDS = features.MAX_SECONDS  # longest recording scored, the CLI's limit too
-MAX_FILE_SIZE = "50mb"  # enforced by gradio on every upload
-MAX_BATCH_FILES = 100
-MAX_CALIBRATION_FILES = 200
-# Uploads and generated files are deleted this long after they were made (checked every CACHE_SWEEP_S).
-CACHE_SWEEP_S, CACHE_MAX_AGE_S = 300, 900
 
 
 @dataclass
@@ -142,7 +134,7 @@ def warm_up(detector: Detector) -> float:
     tracing the tf.functions and librosa's first calls (numba) are paid before the first visitor."""
     import soundfile as sf
 
-    from anomaly import plots
+    from anomaly import charts
     from anomaly.live import LiveSession
     from anomaly.synth import synthesize_clip
     from anomaly.ui import views
@@ -158,7 +150,7 @@ def warm_up(detector: Detector) -> float:
     views.timeline(explained, detector.params)
     live = LiveSession(detector.params)
     live.feed(np.repeat(wave, 3), 3 * detector.params.sr, detector)
-    plots.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
+    charts.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
     return time.perf_counter() - started
 
 

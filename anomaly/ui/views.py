@@ -15,10 +15,13 @@ import numpy as np
 
 from anomaly import card, plots
 from anomaly.calibration import Calibration
+from anomaly.charts import window_timeline
 from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector, readable_time
 from anomaly.features import FeatureParams
-from anomaly.scoring import LABELS, Thresholds
-from anomaly.ui.runtime import CACHE_MAX_AGE_S, CACHE_SWEEP_S, MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_SECONDS
+from anomaly.gauge import gauge_html
+from anomaly.scoring import LABELS, UNFAMILIAR, Thresholds
+from anomaly.spectrogram_plot import spectrogram_picture
+from anomaly.ui.limits import CACHE_MAX_AGE_S, CACHE_SWEEP_S, MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_SECONDS
 
 UNFAMILIAR_VERDICT = "Unfamiliar machine: adapt first"
 AUDIO_FORMATS_SHORT = "WAV, FLAC, OGG, MP3, M4A, WebM"
@@ -36,7 +39,7 @@ FAULT_NAMES = {
 
 def verdict(analysis: Analysis) -> str:
     """The words in the verdict box: the label, or the neutral unfamiliar state."""
-    return analysis.label if analysis.familiar else UNFAMILIAR_VERDICT
+    return UNFAMILIAR_VERDICT if analysis.label == UNFAMILIAR else analysis.label
 
 
 def verdict_colour(text: str | None) -> str:
@@ -68,17 +71,17 @@ def gauge(analysis: Analysis | None, thresholds: Thresholds) -> str:
     score = analysis.score if analysis is not None else None
     familiar = analysis.familiar if analysis is not None else True
     meaning = f'<p class="gauge-note">{html.escape(score_meaning(thresholds))}</p>'
-    return plots.gauge_html(score, thresholds, familiar=familiar) + meaning
+    return gauge_html(score, thresholds, familiar=familiar) + meaning
 
 
 def spectrogram(analysis: Analysis, params: FeatureParams, *, show_map: bool) -> np.ndarray:
     """The spectrogram, with the anomaly map over it when asked."""
-    return plots.spectrogram_picture(analysis.log_mel, params, analysis.anomaly_map if show_map else None)
+    return spectrogram_picture(analysis.log_mel, params, analysis.anomaly_map if show_map else None)
 
 
 def timeline(analysis: Analysis, params: FeatureParams) -> np.ndarray:
     """The score of each scored piece over time, with the thresholds the analysis was decided by."""
-    return plots.window_timeline(
+    return window_timeline(
         analysis.window_times_s,
         analysis.window_scores,
         analysis.thresholds,
