@@ -1,4 +1,4 @@
-"""``score-archive`` (anomaly/archive.py): a synthetic plant archive scored on real Dask clusters.
+"""``score-archive`` (anomaly/archive*.py): a synthetic plant archive scored on real Dask clusters.
 
 About 300 short synthetic recordings in three folders, two calibrations fitted by the real ``calibrate``
 command (one found as a folder's ``calibration.npz``, one named in a manifest), the third folder on the
@@ -25,7 +25,9 @@ import pytest
 import soundfile as sf
 from test_cli import cli  # the CLI in this process, as the CLI tests run it
 
-from anomaly.archive import COLUMN_NAMES, Rule, model_sha256, read_manifest, walk_audio
+from anomaly.archive_folder import Rule, read_manifest, walk_audio
+from anomaly.archive_table import COLUMN_NAMES
+from anomaly.archive_worker import model_sha256
 from anomaly.bundle import load_bundle, sha256_file
 from anomaly.features import AUDIO_EXTENSIONS
 from anomaly.scoring import LABELS
