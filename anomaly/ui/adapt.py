@@ -173,6 +173,8 @@ class AdaptHandlers(PageBase):
         scratch = self.runtime.output_path("restored-calibration.npz")
         with caught("restoring your calibration", [scratch]) as failure:
             calibration = restore_calibration(stored, self.shared, scratch, self.runtime.store_secret)
+        if failure.internal:  # our fault, not the calibration's: the browser keeps it for the next visit
+            return {c.calibration_status: f"⚠️ {failure.message}"}
         if failure:
             return {
                 c.stored: None,
