@@ -1,4 +1,4 @@
-"""``score-archive`` (anomaly/archive.py): a synthetic plant archive scored on real Dask clusters.
+"""``score-archive`` (anomaly/archive*.py): a synthetic plant archive scored on real Dask clusters.
 
 About 300 short synthetic recordings in three folders, two calibrations fitted by the real ``calibrate``
 command (one found as a folder's ``calibration.npz``, one named in a manifest), the third folder on the
@@ -25,10 +25,12 @@ import pytest
 import soundfile as sf
 from test_cli import cli  # the CLI in this process, as the CLI tests run it
 
-from anomaly.archive import COLUMN_NAMES, Rule, model_sha256, read_manifest, walk_audio
+from anomaly.archive_folder import Rule, read_manifest, walk_audio
+from anomaly.archive_table import COLUMN_NAMES
+from anomaly.archive_worker import model_sha256
 from anomaly.bundle import load_bundle, sha256_file
 from anomaly.decoding import AUDIO_EXTENSIONS
-from anomaly.scoring import LABELS
+from anomaly.scoring import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_FOLDER = 100
@@ -244,7 +246,7 @@ def test_separate_scheduler_scores_every_file_with_its_folders_calibration(
         alone = detectors[folder].analyze(path)
         assert row["score"] == pytest.approx(alone.score, rel=1e-4, abs=1e-5), row
         assert (row["label"], row["familiar"]) == (alone.label, alone.familiar), row
-        assert row["label"] in LABELS
+        assert row["label"] in VERDICTS
         assert row["percentile"] == pytest.approx(alone.percentile, abs=1e-6)
         assert row["duration_s"] == pytest.approx(1.0, abs=0.05)
         assert row["sample_rate"] == (LINE2_SR if folder == "line2/" else SR)

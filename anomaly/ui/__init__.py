@@ -10,6 +10,7 @@ tunes the process and warms the paths up, and both are called by ``app.py`` (or 
   browser across reloads.
 - ``views``: pure functions of an ``Analysis`` (or a calibration) to Markdown, HTML and pictures.
 - ``serving``: turning our errors into one message, upload quirks, CSV safety, the page's CSS and script.
-- ``handlers``: the event handlers of the Analyze, Batch and Adapt tabs, returning dicts keyed by component.
+- ``handlers``: ``Page``, the event handlers of the Analyze, Batch and Adapt tabs, returning dicts keyed by
+  component; they live by tab in ``analyze``, ``batch`` and ``adapt``, and share ``page``.
 - ``live``: the handlers of the Listen live tab.
 """

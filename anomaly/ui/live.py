@@ -18,6 +18,7 @@ from anomaly.detector import Detector
 from anomaly.gauge import gauge_html
 from anomaly.live import LiveReading, LiveSession
 from anomaly.ui.runtime import Runtime
+from anomaly.ui.serving import INTERNAL_ERROR, internal_message
 from anomaly.ui.session import Session, detector_for
 from anomaly.ui.views import UNFAMILIAR_VERDICT, verdict_colour
 
@@ -174,8 +175,8 @@ class LivePage:
             log.exception("unexpected error while listening")
             return {
                 c.live_state: live,
-                c.live_label: self._label("Internal error: see the server log"),
-                c.live_status: "",
+                c.live_label: self._label(INTERNAL_ERROR),
+                c.live_status: internal_message("listening"),
             }
         out[c.live_status] = live_status(live, (time.perf_counter() - started) * 1000.0)
         return out

@@ -2,7 +2,8 @@
 
 Every error the engine raises maps to one title and one message here, whether the page shows it in place
 (``caught``) or an API call raises it (``api_errors``): the page, gradio_client's ``AppError`` and the MCP
-tool result carry the same text.
+tool result carry the same text. Any other exception is a bug of ours: logged with its traceback, and told
+to the visitor as "something went wrong on our side".
 """
 
 from __future__ import annotations
@@ -44,19 +45,27 @@ def describe(exc: BaseException, doing: str, paths: Sequence[str | Path] = ()) -
         title = "Cannot use this model or calibration"
     elif isinstance(exc, GearboxError):
         title = "Cannot do this"
-    else:
-        return INTERNAL_ERROR, (
-            f"Something went wrong while {doing}. The error was logged; please try again or use another file."
-        )
+    else:  # a bug of ours: its text says nothing to a visitor, and the input may well be fine
+        return INTERNAL_ERROR, internal_message(doing)
     return title, redact(str(exc), paths)
+
+
+def internal_message(doing: str) -> str:
+    """What a visitor reads when our code failed: whose fault it is, and that we were told."""
+    return (
+        f"Something went wrong on our side while {doing}. It is not a problem with what you sent; the error "
+        "was logged for us to fix. Please try again later."
+    )
 
 
 @dataclass
 class Caught:
-    """What ``caught`` saw: nothing, or the title and message of the error to show in place."""
+    """What ``caught`` saw: nothing, or the title and message of the error to show in place; ``internal``
+    when it was a bug of ours rather than a bad input."""
 
     title: str | None = None
     message: str | None = None
+    internal: bool = False
 
     def __bool__(self) -> bool:
         return self.message is not None
@@ -64,7 +73,13 @@ class Caught:
 
 @contextmanager
 def caught(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[Caught]:
-    """Catch any error of the block for showing on the page: ours as their message, others logged once."""
+    """Catch any error of the block for showing on the page.
+
+    Our own errors (``GearboxError``: a bad recording, image or calibration file) are the visitor's to fix:
+    their message names the file and the problem, and the log gets one line. Any other exception is a bug
+    of ours: the log gets its traceback, the visitor "something went wrong on our side", never a hint that
+    the file was at fault.
+    """
     outcome = Caught()
     try:
         yield outcome
@@ -76,6 +91,7 @@ def caught(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[Caught]:
     except Exception as exc:
         log.exception("unexpected error while %s", doing)  # the one traceback, here
         outcome.title, outcome.message = describe(exc, doing, paths)
+        outcome.internal = True
 
 
 def refuse(message: str, title: str = "Cannot use this input") -> gr.Error:
