@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.config import DEFAULT_BUNDLE  # noqa: F401 - where callers have always found it
 from anomaly.embedding import check_recipe
 from anomaly.errors import BundleError, CalibrationFileError
 from anomaly.familiarity import Familiarity
@@ -41,7 +42,6 @@ CALIBRATION_FORMAT_VERSION = 3
 # standardiser of their own; both mean the same today. Version 3 holds a ``Reference`` (anomaly.reference).
 READABLE_CALIBRATION_VERSIONS = (1, 2, 3)
 BUNDLE_FILES = ("encoder.keras", "decoder.keras", "arrays.npz")
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 def sha256_file(path: str | Path) -> str:

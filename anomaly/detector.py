@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.bundle import Bundle, Calibration, load_bundle, load_calibration
+from anomaly.bundle import Bundle, Calibration, load_calibration
 from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH and cross_fitted_scores are part of this module's API
     MIN_CALIBRATION_CLIPS,
     ROUGH_CALIBRATION_CLIPS,
@@ -28,6 +28,7 @@ from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH and cross_fitted_sco
     fit_reference_calibration,
     fit_window_calibration,
 )
+from anomaly.config import find_bundle
 from anomaly.dcase import parse_name
 from anomaly.embedding import (
     CALIBRATION_RECIPE,
@@ -120,26 +121,6 @@ class Analysis:
             "departures": list(self.departures),
             "notes": list(self.notes),
         }
-
-
-def find_bundle(bundle_dir: str | Path | None = None) -> Bundle:
-    """The bundle ``Detector.load`` uses, verified, without loading its network: ``bundle_dir`` (or env
-    ``ANOMALY_BUNDLE``) if given, else the Hub repo named by ``ANOMALY_HUB_REPO``, else the bundled
-    ``artifacts/``."""
-    bundle_dir = bundle_dir or os.environ.get("ANOMALY_BUNDLE") or None
-    if bundle_dir is not None:
-        reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
-        return load_bundle(bundle_dir, source="local", revision=None, reason=reason)
-    from anomaly.hub import resolve_bundle
-
-    resolved = resolve_bundle()
-    return load_bundle(
-        resolved.path,
-        source=resolved.source,
-        revision=resolved.revision,
-        repo_id=resolved.repo_id,
-        reason=resolved.message,
-    )
 
 
 def readable_time(iso: str | None) -> str:
