@@ -155,22 +155,9 @@ def launch_app():
 
 @pytest.fixture(scope="session")
 def app_module(tiny_bundle):
-    """``app.py`` imported in this process with the tiny bundle: its ``demo``, ``page``, ``live`` and ``c``.
+    """``app.py``'s page built in this process for the tiny model: its ``demo``, ``page``, ``live``, ``c``,
+    ``examples`` and ``runtime`` (``app.build``; nothing is warmed up or launched)."""
+    import app
+    from anomaly.ui.runtime import Runtime
 
-    Importing it loads the model named by ``ANOMALY_BUNDLE`` and builds the page, nothing more (no warm-up, no
-    launch); the environment is put back afterwards.
-    """
-    import importlib
-
-    saved = os.environ.get("ANOMALY_BUNDLE")
-    os.environ["ANOMALY_BUNDLE"] = str(tiny_bundle)
-    try:
-        sys.modules.pop("app", None)
-        module = importlib.import_module("app")
-    finally:
-        if saved is None:
-            os.environ.pop("ANOMALY_BUNDLE", None)
-        else:
-            os.environ["ANOMALY_BUNDLE"] = saved
-    yield module
-    sys.modules.pop("app", None)
+    return app.build(Runtime.load(tiny_bundle))

@@ -183,3 +183,12 @@ def test_the_colour_table_is_matplotlibs_magma_without_importing_it():
 
     expected = colormaps["magma"](np.linspace(0.0, 1.0, 256))[:, :3] * 255
     assert MAGMA.shape == (256, 3) and (MAGMA == expected.round().astype("uint8")).all()
+
+
+def test_importing_the_app_loads_no_model_and_never_exits(tmp_path):
+    """A missing model is the server's to report when it starts (``python app.py``), not an import's."""
+    code = "import sys, app; print(sorted({'tensorflow', 'keras'} & set(sys.modules)), callable(app.build))"
+    env = clean_env(ANOMALY_BUNDLE=str(tmp_path / "no-such-bundle"), GRADIO_ANALYTICS_ENABLED="False")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[] True"
