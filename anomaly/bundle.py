@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.config import DEFAULT_BUNDLE  # noqa: F401 - where callers have always found it
 from anomaly.embedding import check_recipe
 from anomaly.errors import BundleError
 from anomaly.features import FeatureParams
@@ -30,7 +31,6 @@ from anomaly.scoring import LABELS, MahalanobisScorer, Thresholds
 
 FORMAT_VERSION = 1
 BUNDLE_FILES = ("encoder.keras", "decoder.keras", "arrays.npz")
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 def sha256_file(path: str | Path) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from anomaly.analysis import Analysis
 from anomaly.bands import shared_bands
-from anomaly.bundle import Bundle, load_bundle
+from anomaly.bundle import Bundle
 from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH are part of this module's API
     MIN_CALIBRATION_CLIPS,
     ROUGH_CALIBRATION_CLIPS,
@@ -28,6 +28,7 @@ from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH are part of this mod
     fit_calibration,
     load_calibration,
 )
+from anomaly.config import find_bundle
 from anomaly.dcase import parse_name
 from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
@@ -42,26 +43,6 @@ log = logging.getLogger("anomaly")
 # analyze_many scores about this much (the scorer's ``cost``: model windows) per pass: large enough for the
 # network's throughput (CompiledEncoder runs 64 at a time), small enough to hold two or three 120 s files.
 BATCH_COST = 256
-
-
-def find_bundle(bundle_dir: str | Path | None = None) -> Bundle:
-    """The bundle ``Detector.load`` uses, verified, without loading its network: ``bundle_dir`` (or env
-    ``ANOMALY_BUNDLE``) if given, else the Hub repo named by ``ANOMALY_HUB_REPO``, else the bundled
-    ``artifacts/``."""
-    bundle_dir = bundle_dir or os.environ.get("ANOMALY_BUNDLE") or None
-    if bundle_dir is not None:
-        reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
-        return load_bundle(bundle_dir, source="local", revision=None, reason=reason)
-    from anomaly.hub import resolve_bundle
-
-    resolved = resolve_bundle()
-    return load_bundle(
-        resolved.path,
-        source=resolved.source,
-        revision=resolved.revision,
-        repo_id=resolved.repo_id,
-        reason=resolved.message,
-    )
 
 
 def readable_time(iso: str | None) -> str:

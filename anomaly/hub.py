@@ -1,30 +1,25 @@
 """Where the model comes from: a pinned Hugging Face Hub repo, its local cache, or the bundled folder.
 
-``resolve_bundle`` picks the bundle folder at start-up. With ``ANOMALY_HUB_REPO`` unset it returns the
-bundled ``artifacts/`` folder without touching the network. With it set, it asks the Hub (time-boxed, so
-an unreachable Hub cannot stall start-up), downloads the snapshot into the standard Hugging Face cache
-and verifies every checksum; a Hub that cannot be reached falls back to the cached copy, and anything
-that fails verification falls back to the bundled model. Every outcome carries a sentence saying which
-model was chosen and why.
+``resolve_bundle`` picks the bundle folder at start-up. With no repo (``ANOMALY_HUB_REPO`` unset, read by
+``anomaly.config``) it returns the bundled ``artifacts/`` folder without touching the network. With one, it
+asks the Hub (time-boxed, so an unreachable Hub cannot stall start-up), downloads the snapshot into the
+standard Hugging Face cache and verifies every checksum; a Hub that cannot be reached (network errors,
+timeouts, server errors) falls back to the cached copy, then to the bundled model, and anything that fails
+verification falls back to the bundled model. A Hub that answers no (a malformed or unknown repo id, an
+unknown revision, no access) is a ``HubError``: a mistyped setting must not quietly serve the demo model.
+Every outcome carries a sentence saying which model was chosen and why.
 
 ``publish`` uploads a verified bundle with its model card (``anomaly.card.render_model_card``) in one
 commit.
 
-Environment variables
----------------------
-ANOMALY_HUB_REPO
-    ``user/repo`` of a model repo holding a bundle. Unset or empty: use the bundled model.
-ANOMALY_HUB_REVISION
-    Tag, branch or full commit sha to pin (default ``main``). Pin a tag or sha in production so that a
-    new upload cannot change the model under a running service.
-HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN
-    Read by ``huggingface_hub`` itself (endpoint, cache location, offline mode, credentials).
+The repo and revision come from ``anomaly.config`` (``ANOMALY_HUB_REPO``, ``ANOMALY_HUB_REVISION``); pin
+a tag or sha in production so that a new upload cannot change the model under a running service.
+``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` are read by ``huggingface_hub`` itself.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import threading
@@ -34,6 +29,7 @@ from pathlib import Path
 import huggingface_hub
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import (
+    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
@@ -41,14 +37,13 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from anomaly.bundle import BUNDLE_FILES, DEFAULT_BUNDLE, verify_bundle
+from anomaly.bundle import BUNDLE_FILES, verify_bundle
 from anomaly.card import render_model_card
+from anomaly.config import DEFAULT_BUNDLE, ENV_REPO, ENV_REVISION
 from anomaly.errors import BundleError, HubError
 
 log = logging.getLogger("anomaly")
 
-ENV_REPO = "ANOMALY_HUB_REPO"
-ENV_REVISION = "ANOMALY_HUB_REVISION"
 DEFAULT_REVISION = "main"
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -93,12 +88,14 @@ def resolve_bundle(
     """Choose the model bundle: the pinned Hub revision, its cached copy, or the bundled folder.
 
     Never raises for network or verification problems: each of them is logged as a warning and answered
-    with the next best source, and the returned ``message`` says what happened.
+    with the next best source, and the returned ``message`` says what happened. Raises ``HubError`` when
+    the Hub answers that the repo id is malformed, or that the repo or revision does not exist or is not
+    accessible: that is a setting to fix, not an outage to ride out.
 
     Parameters
     ----------
     repo_id : str, optional
-        Hub model repo (``user/repo``). None: read ``ANOMALY_HUB_REPO`` and ``ANOMALY_HUB_REVISION``.
+        Hub model repo (``user/repo``). None or empty: the bundled model, without any request.
     revision : str, optional
         Tag, branch or full commit sha; default ``main``.
     bundled : Path
@@ -121,41 +118,36 @@ def resolve_bundle(
 
     Examples
     --------
-    >>> resolved = resolve_bundle()  # ANOMALY_HUB_REPO unset: no network at all
+    >>> resolved = resolve_bundle()  # no repo: no network at all
     >>> resolved.source
     'bundled'
     """
     bundled = Path(bundled)
-    if repo_id is None:
-        repo_id = os.environ.get(ENV_REPO, "").strip() or None
-        if revision is None:
-            revision = os.environ.get(ENV_REVISION, "").strip() or None
+    repo_id = (repo_id or "").strip() or None
     if not repo_id:
         return _bundled(
             bundled, None, f"no Hub repo set ({ENV_REPO}); using the bundled model in {_show(bundled)}"
         )
-    revision = revision or DEFAULT_REVISION
+    revision = (revision or "").strip() or DEFAULT_REVISION
 
     api = HfApi(endpoint=endpoint, token=token)
 
     def fall_back(exc: Exception, what: str) -> ResolvedBundle:
-        # The Hub said no (no such repo or revision, no access): a stale cached copy would hide that
-        # mistake, so go straight to the bundled model. Otherwise it may just be unreachable: try the cache.
+        # The Hub said no (no such repo or revision, no access, a malformed id): a stale cached copy or the
+        # demo model would hide that mistake, so it is the operator's error. Otherwise the Hub may just be
+        # unreachable: try the cache.
         if _is_refusal(exc):
-            return _bundled(
-                bundled,
-                repo_id,
-                f"Hub {repo_id} @ {revision} {what} ({_reason(exc, timeout_s)}); "
-                f"using the bundled model in {_show(bundled)}",
-                warn=True,
-            )
+            raise HubError(
+                f"Hub repo {repo_id} @ {revision} {what}: {_reason(exc, timeout_s)} "
+                f"(check {ENV_REPO} and {ENV_REVISION})"
+            ) from None
         return _from_cache(repo_id, revision, bundled, _reason(exc, timeout_s), cache_dir)
 
     try:
         # A single request with a hard timeout decides whether the Hub is there at all. snapshot_download
         # alone would wait up to 10 s per call and retry, which is too long for start-up.
         info = api.model_info(repo_id, revision=revision, timeout=timeout_s)
-    except Exception as exc:  # every failure has a fallback; the reason is reported
+    except _hub_errors() as exc:
         return fall_back(exc, "is not available")
 
     try:
@@ -168,7 +160,7 @@ def resolve_bundle(
             etag_timeout=timeout_s,
             deadline_s=download_timeout_s,
         )
-    except Exception as exc:  # as above: fall back, say why
+    except _hub_errors() as exc:
         return fall_back(exc, "could not be downloaded")
 
     sha = path.name if _COMMIT_SHA.fullmatch(path.name) else info.sha
@@ -238,7 +230,7 @@ def _from_cache(
                 repo_id, revision=revision, repo_type="model", cache_dir=cache_dir, local_files_only=True
             )
         )
-    except Exception as exc:  # no usable cache is a normal outcome here
+    except (OSError, EntryNotFoundError) as exc:  # no usable cache is a normal outcome here
         log.debug("no cached copy of %s @ %s: %s", repo_id, revision, exc)
         return _bundled(
             bundled,
@@ -280,11 +272,17 @@ def _bundled(bundled: Path, repo_id: str | None, message: str, *, warn: bool = F
     return ResolvedBundle(path=bundled, source="bundled", revision=None, repo_id=repo_id, message=message)
 
 
-def _is_refusal(exc: BaseException) -> bool:
-    """True when the Hub answered and said no (missing repo or revision, no access, bad id).
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub and the network raise: huggingface_hub's errors, and the HTTP client's and the
+    operating system's network errors (refused, DNS, timeouts; ``OSError`` also holds HfHubHTTPError and
+    the offline mode's refusal). Anything else is a bug and keeps its traceback."""
+    return (OSError, HFValidationError, EntryNotFoundError, *_transport_errors())
 
-    Those are configuration mistakes: a stale cached copy would hide them, so they go straight to the
-    bundled model. Server errors (5xx) count as unreachable, like the network errors.
+
+def _is_refusal(exc: BaseException) -> bool:
+    """True when the Hub answered and said no (missing repo or revision, no access), or the repo id is not
+    one at all. Those are configuration mistakes. Server errors (5xx) count as unreachable, like the
+    network errors.
     """
     if isinstance(exc, HFValidationError):
         return True
@@ -306,6 +304,8 @@ def _reason(exc: BaseException, timeout_s: float) -> str:
         return "gated repo: accept its conditions and set HF_TOKEN"
     if isinstance(exc, RepositoryNotFoundError):
         return "repository not found, or private and no valid HF_TOKEN"
+    if isinstance(exc, HFValidationError):
+        return f"not a repo id ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'user/name'})"
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

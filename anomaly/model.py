@@ -10,16 +10,58 @@ anomaly map the app overlays on the spectrogram.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 
 import numpy as np
 
 log = logging.getLogger("anomaly")
 
 
+def _tensorflow():
+    """TensorFlow, imported once, with file descriptor 2 silenced while it loads.
+
+    Its C++ runtime prints start-up notices (oneDNN, CPU features, the absent GPU) straight to fd 2, where
+    they would bury the CLI's one-line errors; they are kept back, and shown only if the import fails. Only
+    the import is silenced: everything TensorFlow reports later still reaches stderr.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()  # Python's own warnings of the import stay silenced too
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tensorflow
+
+
 def _keras():
+    _tensorflow()  # Keras's TensorFlow backend imports it: do it quietly first
     import keras
 
     return keras
+
+
+def __getattr__(name: str):
+    # ``from anomaly.model import keras`` (or ``tf``): the quiet import above, for modules that need the
+    # library itself; nothing heavy is imported until one of them asks.
+    if name == "keras":
+        return _keras()
+    if name == "tf":
+        return _tensorflow()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_autoencoder(n_mels: int, window_frames: int, *, code_channels: int = 32, seed: int = 0):
@@ -110,7 +152,7 @@ class CompiledEncoder:
 
     # 32 to 64 windows per call keep the activations in cache: 1.3 to 2x the throughput of 256 on 2 cores.
     def __init__(self, encoder, decoder=None, *, batch_size: int = 64):
-        import tensorflow as tf
+        tf = _tensorflow()
 
         self.encoder = encoder
         self.decoder = decoder

@@ -72,9 +72,7 @@ def train_bundle(
 
     Returns the bundle's config.
     """
-    import keras
-
-    from anomaly.model import CompiledEncoder, build_autoencoder, train_autoencoder
+    from anomaly.model import CompiledEncoder, build_autoencoder, keras, train_autoencoder
 
     started = time.perf_counter()
     params = params or FeatureParams()

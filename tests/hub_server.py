@@ -23,7 +23,8 @@ does, so that ``huggingface_hub`` raises its own exception types.
 
 Test knobs: ``corrupt(repo_id, filename)`` serves that file with bytes flipped (same size and ETag, as a
 copy damaged in transit would be); ``hang = True`` accepts connections and reads requests but never
-answers; ``requests`` counts every request received and ``log`` lists them.
+answers; ``fail_with = 503`` (any status) answers every request with that error, as a Hub in trouble
+does; ``requests`` counts every request received and ``log`` lists them.
 
 Examples
 --------
@@ -94,6 +95,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.hang = False
+        self.fail_with: int | None = None
         self.requests = 0
         self.log: list[tuple[str, str]] = []
         self.authorization: list[str | None] = []
@@ -264,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self._read_body() if method == "POST" else b""
+        if hub.fail_with is not None:
+            return self._send_error(HubError(hub.fail_with, f"the fake Hub answers {hub.fail_with} today"))
         try:
             self._route(method, body)
         except HubError as err:

@@ -144,44 +144,36 @@ def other_bundle() -> Path:
     return Path(DEFAULT_BUNDLE)
 
 
-@pytest.fixture(scope="module")
-def offline_predict_s(install, clip, tmp_path_factory) -> float:
-    """Wall time of the same prediction with no Hub configured: the baseline for the fallback's cost."""
-    env = clean_env(HF_HOME=str(tmp_path_factory.mktemp("hf-baseline")))
-    done, elapsed = run_cli(["predict", str(clip), "--json"], cwd=install, env=env)
-    assert predicted(done)["model"]["source"] == "bundled"
-    return elapsed
-
-
 # --- the Hub ----------------------------------------------------------------------------------------
 
 
-def test_unreachable_hub_falls_back_to_the_bundled_model_at_once(install, clip, tmp_path, offline_predict_s):
+def test_unreachable_hub_falls_back_to_the_bundled_model(install, clip, tmp_path):
     env = clean_env(
         ANOMALY_HUB_REPO=REPO, ANOMALY_HUB_REVISION="v1", HF_ENDPOINT=closed_port_url(), HF_HOME=str(tmp_path)
     )
-    done, elapsed = run_cli(["predict", str(clip), "--json"], cwd=install, env=env)
+    done, _ = run_cli(["predict", str(clip), "--json"], cwd=install, env=env)
 
     result = predicted(done)
     assert result["model"]["source"] == "bundled" and result["model"]["repo_id"] == REPO
     assert result["label"] in LABELS
     assert f"Hub {REPO} unreachable" in done.stderr and "using the bundled model" in done.stderr
-    assert elapsed - offline_predict_s < 3.0, (elapsed, offline_predict_s)
+    # How long the fallback takes is measured by tests/test_hub.py (medians of several runs), not here.
 
 
-def test_silent_hub_costs_no_more_than_its_time_box(install, clip, tmp_path, tiny_bundle, offline_predict_s):
+def test_silent_hub_is_given_up_on_after_its_time_box(install, clip, tmp_path, tiny_bundle):
     with FakeHub() as hub:
         hub.add_repo(REPO, tiny_bundle, tags=("v1",))
         hub.hang = True
         env = clean_env(
             ANOMALY_HUB_REPO=REPO, ANOMALY_HUB_REVISION="v1", HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path)
         )
-        done, elapsed = run_cli(["predict", str(clip), "--json"], cwd=install, env=env)
+        done, _ = run_cli(["predict", str(clip), "--json"], cwd=install, env=env)
+        asked = hub.requests
 
     assert predicted(done)["model"]["source"] == "bundled"
-    assert "no answer within 2.5 s" in done.stderr
-    # The reachability check is time-boxed at 2.5 s; huggingface_hub alone would wait 10 s and retry.
-    assert elapsed - offline_predict_s < 2.5 + 3.0, (elapsed, offline_predict_s)
+    # The reachability check is time-boxed at 2.5 s and not retried (huggingface_hub alone would wait 10 s
+    # and retry); its cost in seconds is measured by tests/test_hub.py as a median of several runs.
+    assert "no answer within 2.5 s" in done.stderr and asked == 1
 
 
 def test_corrupted_hub_download_is_refused_and_the_output_names_the_model(

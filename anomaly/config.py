@@ -1,0 +1,142 @@
+"""Where the model comes from, and the other settings the environment gives: read in one place.
+
+``Settings.from_environ()`` reads the environment variables below, once per call, into a frozen value;
+entry points read it once at start and hand it on, and a caller (a test, a notebook, another service)
+injects its own ``Settings`` instead of changing ``os.environ``. Nothing here runs at import except finding
+the bundled model's folder.
+
+Environment variables
+---------------------
+ANOMALY_BUNDLE
+    A local bundle folder; wins over everything else.
+ANOMALY_HUB_REPO, ANOMALY_HUB_REVISION
+    ``user/repo`` of a Hub model repo holding a bundle, and the tag, branch or commit to pin (default
+    ``main``). Unset or empty: the bundled model, without touching the network.
+HF_ENDPOINT
+    The Hub's address (huggingface_hub's own variable; read here too so that it can be injected).
+GEARBOX_STORE_SECRET, GEARBOX_DATA_DIR, XDG_DATA_HOME
+    The app's secret for signing calibrations kept in browsers, and its folder for what it keeps between
+    runs (default ``$XDG_DATA_HOME/gearbox-sound-check``, else ``~/.local/share/gearbox-sound-check``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_BUNDLE = "ANOMALY_BUNDLE"
+ENV_REPO = "ANOMALY_HUB_REPO"
+ENV_REVISION = "ANOMALY_HUB_REVISION"
+ENV_ENDPOINT = "HF_ENDPOINT"
+ENV_STORE_SECRET = "GEARBOX_STORE_SECRET"
+ENV_DATA_DIR = "GEARBOX_DATA_DIR"
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def bundled_model_dir(package: Path = _PACKAGE) -> Path:
+    """The demo model shipped with the code.
+
+    An installed wheel carries it inside the package (``anomaly/artifacts/``, mapped there by
+    pyproject.toml); a checkout keeps it at the top level, beside the package (``artifacts/``).
+    """
+    inside = package / "artifacts"
+    return inside if (inside / "config.json").is_file() else package.parent / "artifacts"
+
+
+DEFAULT_BUNDLE = bundled_model_dir()
+
+
+def _data_dir(environ: Mapping[str, str]) -> Path:
+    chosen = _text(environ, ENV_DATA_DIR)
+    if chosen:
+        return Path(chosen)
+    base = _text(environ, "XDG_DATA_HOME")
+    return (Path(base) if base else Path.home() / ".local" / "share") / "gearbox-sound-check"
+
+
+def _text(environ: Mapping[str, str], name: str) -> str | None:
+    """A variable's value, with an empty or blank setting counted as unset."""
+    return environ.get(name, "").strip() or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where to load the model from, and the app's secret and data folder.
+
+    Attributes
+    ----------
+    bundle_dir : Path or None
+        A local bundle folder (``ANOMALY_BUNDLE``); when set, the Hub is not asked.
+    hub_repo, hub_revision : str or None
+        The Hub repo and revision to load (``ANOMALY_HUB_REPO``, ``ANOMALY_HUB_REVISION``).
+    hub_endpoint : str or None
+        The Hub's URL (``HF_ENDPOINT``); None: huggingface_hub's default.
+    bundled : Path
+        The fallback model shipped with the code.
+    store_secret : str or None
+        ``GEARBOX_STORE_SECRET``.
+    data_dir : Path
+        ``GEARBOX_DATA_DIR``, else the XDG data folder.
+
+    Examples
+    --------
+    >>> Settings.from_environ({"ANOMALY_HUB_REPO": " you/gearbox-model "}).hub_repo
+    'you/gearbox-model'
+    >>> Settings(bundle_dir=Path("my_bundle")).bundle_dir
+    PosixPath('my_bundle')
+    """
+
+    bundle_dir: Path | None = None
+    hub_repo: str | None = None
+    hub_revision: str | None = None
+    hub_endpoint: str | None = None
+    bundled: Path = DEFAULT_BUNDLE
+    store_secret: str | None = field(default=None, repr=False)
+    data_dir: Path = field(default_factory=lambda: _data_dir({}))
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment gives (``os.environ`` unless ``environ`` is given)."""
+        env = os.environ if environ is None else environ
+        bundle = _text(env, ENV_BUNDLE)
+        return cls(
+            bundle_dir=Path(bundle) if bundle else None,
+            hub_repo=_text(env, ENV_REPO),
+            hub_revision=_text(env, ENV_REVISION),
+            hub_endpoint=_text(env, ENV_ENDPOINT),
+            store_secret=env.get(ENV_STORE_SECRET) or None,
+            data_dir=_data_dir(env),
+        )
+
+
+def find_bundle(bundle_dir: str | Path | None = None, *, settings: Settings | None = None):
+    """The bundle ``Detector.load`` uses, verified, without loading its network: ``bundle_dir`` if given,
+    else ``settings`` (default: the environment, see ``Settings``): its local folder, else its Hub repo,
+    else the bundled model.
+
+    Returns
+    -------
+    anomaly.bundle.Bundle
+    """
+    from anomaly.bundle import load_bundle
+
+    settings = settings or Settings.from_environ()
+    bundle_dir = bundle_dir or settings.bundle_dir
+    if bundle_dir is not None:
+        reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
+        return load_bundle(bundle_dir, source="local", revision=None, reason=reason)
+    from anomaly.hub import resolve_bundle
+
+    resolved = resolve_bundle(
+        settings.hub_repo, settings.hub_revision, bundled=settings.bundled, endpoint=settings.hub_endpoint
+    )
+    return load_bundle(
+        resolved.path,
+        source=resolved.source,
+        revision=resolved.revision,
+        repo_id=resolved.repo_id,
+        reason=resolved.message,
+    )
