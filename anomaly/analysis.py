@@ -68,3 +68,30 @@ class Analysis:
             "departures": list(self.departures),
             "notes": list(self.notes),
         }
+
+
+def compared_with(bundle, calibration) -> str:
+    """What a score is measured against (``bundle``, or the user's ``calibration`` when there is one), in
+    words a maintenance engineer reads."""
+    if calibration is None:
+        training = bundle.config.get("training", {})
+        if training.get("synthetic"):
+            return "the synthetic demo gearbox the model was trained on"
+        return f"the normal recordings the model was trained on ({training.get('data', 'its training data')})"
+    created = readable_time(calibration.meta.get("created"))
+    name = calibration.meta.get("name")
+    what = f"{name}: " if name else ""
+    return f"{what}your machine ({calibration.n_clips} normal recordings, calibrated {created})"
+
+
+def readable_time(iso: str | None) -> str:
+    """``2026-11-30T22:58:31+00:00`` as ``2026-11-30 22:58 UTC``; anything else as it is."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso or "at an unknown time")
+    if when.utcoffset() == dt.timedelta(0):
+        return when.strftime("%Y-%m-%d %H:%M UTC")
+    return when.strftime("%Y-%m-%d %H:%M %z").strip()

@@ -254,7 +254,7 @@ def measure_archive(bundle: str | None, clips: list[Path], work: Path) -> tuple[
     numbers, and a note of the workers' CPU time per file and the load (a busy machine lends no second
     core, whatever the code does)."""
     from anomaly import archive
-    from anomaly.detector import find_bundle
+    from anomaly.locate import find_bundle
 
     loaded = find_bundle(bundle)
     model = archive.model_sha256(loaded)

@@ -256,7 +256,7 @@ def publish_command(args: argparse.Namespace) -> int:
 def score_archive_command(args: argparse.Namespace) -> int:
     from anomaly import archive
     from anomaly.archive_folder import read_manifest
-    from anomaly.detector import find_bundle
+    from anomaly.locate import find_bundle
 
     if not Path(args.root).is_dir():  # before a cluster is started for nothing
         raise AudioInputError(args.root, "no such folder")

@@ -110,33 +110,3 @@ class Settings:
             store_secret=env.get(ENV_STORE_SECRET) or None,
             data_dir=_data_dir(env),
         )
-
-
-def find_bundle(bundle_dir: str | Path | None = None, *, settings: Settings | None = None):
-    """The bundle ``Detector.load`` uses, verified, without loading its network: ``bundle_dir`` if given,
-    else ``settings`` (default: the environment, see ``Settings``): its local folder, else its Hub repo,
-    else the bundled model.
-
-    Returns
-    -------
-    anomaly.bundle.Bundle
-    """
-    from anomaly.bundle import load_bundle
-
-    settings = settings or Settings.from_environ()
-    bundle_dir = bundle_dir or settings.bundle_dir
-    if bundle_dir is not None:
-        reason = f"model from the folder {Path(bundle_dir).name}/ (ANOMALY_BUNDLE or --bundle)"
-        return load_bundle(bundle_dir, source="local", revision=None, reason=reason)
-    from anomaly.hub import resolve_bundle
-
-    resolved = resolve_bundle(
-        settings.hub_repo, settings.hub_revision, bundled=settings.bundled, endpoint=settings.hub_endpoint
-    )
-    return load_bundle(
-        resolved.path,
-        source=resolved.source,
-        revision=resolved.revision,
-        repo_id=resolved.repo_id,
-        reason=resolved.message,
-    )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly.analysis import Analysis
+from anomaly.analysis import Analysis, compared_with
 from anomaly.bands import shared_bands
 from anomaly.bundle import Bundle
 from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH are part of this module's API
@@ -28,12 +28,12 @@ from anomaly.calibration import (  # noqa: F401 - MIN/ROUGH are part of this mod
     fit_calibration,
     load_calibration,
 )
-from anomaly.config import find_bundle
 from anomaly.dcase import parse_name
 from anomaly.decoding import load_audio
 from anomaly.errors import AudioInputError
 from anomaly.features import FeatureParams, log_mel, min_seconds
 from anomaly.images import image_to_log_mel
+from anomaly.locate import find_bundle
 from anomaly.scorers import Decision, Scored, Scorer, WindowScorer, decide
 from anomaly.scoring import Thresholds
 from anomaly.sound import Sound
@@ -43,19 +43,6 @@ log = logging.getLogger("anomaly")
 # analyze_many scores about this much (the scorer's ``cost``: model windows) per pass: large enough for the
 # network's throughput (CompiledEncoder runs 64 at a time), small enough to hold two or three 120 s files.
 BATCH_COST = 256
-
-
-def readable_time(iso: str | None) -> str:
-    """``2026-11-30T22:58:31+00:00`` as ``2026-11-30 22:58 UTC``; anything else as it is."""
-    import datetime as dt
-
-    try:
-        when = dt.datetime.fromisoformat(str(iso))
-    except ValueError:
-        return str(iso or "at an unknown time")
-    if when.utcoffset() == dt.timedelta(0):
-        return when.strftime("%Y-%m-%d %H:%M UTC")
-    return when.strftime("%Y-%m-%d %H:%M %z").strip()
 
 
 @dataclass
@@ -101,15 +88,7 @@ class Detector:
     @property
     def compared_with(self) -> str:
         """What a score is measured against, in words a maintenance engineer reads."""
-        if self.calibration is None:
-            training = self.bundle.config.get("training", {})
-            if training.get("synthetic"):
-                return "the synthetic demo gearbox the model was trained on"
-            return f"the normal recordings the model was trained on ({training.get('data', 'its training data')})"
-        created = readable_time(self.calibration.meta.get("created"))
-        name = self.calibration.meta.get("name")
-        what = f"{name}: " if name else ""
-        return f"{what}your machine ({self.calibration.n_clips} normal recordings, calibrated {created})"
+        return compared_with(self.bundle, self.calibration)
 
     # --- construction -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from anomaly.scoring import LABELS, VERDICTS
+from anomaly.scoring import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["synth", "train", "predict", "calibrate", "evaluate", "realbench", "publish", "bench", "score-archive"]
@@ -84,7 +84,7 @@ def test_predict_json_contract_and_bad_files(tiny_bundle, tiny_corpus, tmp_path)
         assert set(r) <= {"file", "score", "label", "familiar", "advice", "compared_with", "percentile",
                           "thresholds", "windows", "model", "departures", "notes"}
         assert isinstance(r["familiar"], bool) and ("advice" in r) == (not r["familiar"])
-        assert r["label"] in LABELS
+        assert r["label"] in VERDICTS
         assert set(r["thresholds"]) == {"maintenance", "severe"}
         assert set(r["model"]) >= {"source", "revision"}
         assert len(r["windows"]) == 9

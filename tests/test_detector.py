@@ -11,7 +11,7 @@ from anomaly.errors import AudioInputError
 from anomaly.features import windows
 from anomaly.images import log_mel_to_image
 from anomaly.scorers.window import cross_fitted_scores
-from anomaly.scoring import LABELS
+from anomaly.scoring import VERDICTS
 
 
 def normal_clip(corpus, domain="source"):
@@ -20,7 +20,7 @@ def normal_clip(corpus, domain="source"):
 
 def test_analysis_fields(tiny_detector, tiny_corpus):
     result = tiny_detector.analyze(normal_clip(tiny_corpus), explain=True)
-    assert result.label in LABELS
+    assert result.label in VERDICTS
     assert result.score == pytest.approx(result.window_scores.max())
     assert len(result.window_scores) == len(result.window_times_s) == 9
     assert 0.0 <= result.percentile <= 100.0
@@ -125,7 +125,7 @@ def test_detector_keeps_working_after_an_error(tiny_detector, tiny_corpus, tmp_p
     sf.write(bad, np.full(1600, 0.1, np.float32), 16000)
     with pytest.raises(AudioInputError, match="short.wav"):
         tiny_detector.analyze(bad)
-    assert tiny_detector.analyze(normal_clip(tiny_corpus)).label in LABELS
+    assert tiny_detector.analyze(normal_clip(tiny_corpus)).label in VERDICTS
 
 
 def test_load_reads_bundle_from_environment(tiny_bundle, monkeypatch):

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from anomaly.errors import AudioInputError
-from anomaly.scoring import LABELS
+from anomaly.scoring import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "acme/gearbox-check"
@@ -155,7 +155,7 @@ def test_unreachable_hub_falls_back_to_the_bundled_model(install, clip, tmp_path
 
     result = predicted(done)
     assert result["model"]["source"] == "bundled" and result["model"]["repo_id"] == REPO
-    assert result["label"] in LABELS
+    assert result["label"] in VERDICTS
     assert f"Hub {REPO} unreachable" in done.stderr and "using the bundled model" in done.stderr
     # How long the fallback takes is measured by tests/test_hub.py (medians of several runs), not here.
 
@@ -334,7 +334,7 @@ def test_stereo_scores_as_its_downmix(tiny_detector, tmp_path):
     stereo = tiny_detector.analyze(write_wav(tmp_path / "stereo.wav", np.stack([left, right], axis=1), SR))
     mono = tiny_detector.analyze(write_wav(tmp_path / "mono.wav", (left + right) / 2, SR))
 
-    assert stereo.label in LABELS and math.isfinite(stereo.score)
+    assert stereo.label in VERDICTS and math.isfinite(stereo.score)
     assert stereo.score == pytest.approx(mono.score, rel=1e-5)
     assert stereo.duration_s == pytest.approx(10.0, abs=0.05)
 
@@ -362,7 +362,7 @@ def test_other_sample_rates_are_scored_end_to_end(tiny_detector, tmp_path, file_
     resampled = librosa.resample(wave, orig_sr=SR, target_sr=file_sr, res_type="fft")
     other = tiny_detector.analyze(write_wav(tmp_path / f"{file_sr}.wav", resampled, file_sr))
 
-    assert other.label in LABELS and math.isfinite(other.score)
+    assert other.label in VERDICTS and math.isfinite(other.score)
     assert other.duration_s == pytest.approx(at_model_rate.duration_s, abs=0.05)
     assert len(other.window_scores) == len(at_model_rate.window_scores)
     if file_sr > SR:  # nothing the model hears may be lost on the way down, not even near 8 kHz
@@ -457,6 +457,6 @@ def test_analyze_answers_any_float_wav_with_a_result_or_our_error(tiny_detector,
     except AudioInputError as exc:
         assert str(exc).startswith("fuzz.wav: ")
     else:
-        assert analysis.label in LABELS
+        assert analysis.label in VERDICTS
         assert math.isfinite(analysis.score) and np.isfinite(analysis.window_scores).all()
         assert 0.0 <= analysis.percentile <= 100.0

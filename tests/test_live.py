@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from anomaly.live import NO_SOUND, NO_SOUND_PROBLEM, LiveSession
-from anomaly.scoring import LABELS
+from anomaly.scoring import LABELS, VERDICTS
 from anomaly.synth import synthesize_clip
 from anomaly.waveform import resample
 
@@ -107,7 +107,7 @@ def test_bad_chunks_never_raise_and_say_what_is_wrong(tiny_detector):
     assert session.seconds_at[NO_SOUND] == len(silent)
     # Sound again: the stream goes on scoring.
     after = session.feed(sound, SR, tiny_detector)
-    assert after and after[-1].score is not None and after[-1].label in LABELS
+    assert after and after[-1].score is not None and after[-1].label in VERDICTS
 
 
 def test_a_new_sample_rate_restarts_the_ring_and_keeps_the_history(tiny_detector):

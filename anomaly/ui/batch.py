@@ -12,9 +12,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from anomaly.analysis import readable_time
 from anomaly.calibration import Calibration
 from anomaly.charts import batch_trend_svg
-from anomaly.detector import readable_time
 from anomaly.errors import AudioInputError
 from anomaly.ui import views
 from anomaly.ui.limits import MAX_BATCH_FILES, MAX_SECONDS

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from anomaly import card, plots
+from anomaly.analysis import readable_time
 from anomaly.calibration import Calibration
 from anomaly.charts import window_timeline
-from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector, readable_time
+from anomaly.detector import MIN_CALIBRATION_CLIPS, ROUGH_CALIBRATION_CLIPS, Analysis, Detector
 from anomaly.features import FeatureParams
 from anomaly.gauge import gauge_html
 from anomaly.scoring import LABELS, UNFAMILIAR, Thresholds
