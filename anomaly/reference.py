@@ -53,6 +53,9 @@ DEFAULT_BLOCKS = ("dbstd", "dbmax", "timing")
 DEFAULT_FUSION = "stable"
 # Longest segment scored as one piece; longer recordings are scored in overlapping segments.
 MAX_SEGMENT_SECONDS = 10.0
+# The pictures look at a recording second by second: where it departs from the levels the normal clips
+# hold over a second (``piece_departures``), whatever the segment length the score uses.
+PIECE_SECONDS = 1.0
 MAINTENANCE_COVERAGE = 0.9
 SEVERE_COVERAGE = 0.99
 # Prior spread of the log score of a new normal clip, worth PRIOR_DOF clips (see prediction_thresholds).
@@ -251,6 +254,10 @@ class Reference:
         # and a calibration file's spreads must be positive (``calibration.calibration_problems``).
         spreads = np.stack([np.asarray(s.log_mel, np.float64).std(axis=1) for s in sounds]).mean(axis=0)
         self.frame_spread_ = np.maximum(spreads, 0.01)
+        # Each band's level over one-second pieces of the normal clips: what a second of normal sounds like.
+        pieces = np.concatenate([_piece_means(s.log_mel, self.piece_frames) for s in sounds])
+        self.piece_mean_ = pieces.mean(axis=0)
+        self.piece_spread_ = np.maximum(pieces.std(axis=0), 0.5)
         self.n_clips_ = len(sounds)
         return self
 
@@ -308,15 +315,51 @@ class Reference:
         """A recording's score: its largest segment score (1.0 = a typical new normal clip)."""
         return float(self.segment_scores(clip)[0].max())
 
-    def anomaly_map(self, spec_db: np.ndarray) -> np.ndarray:
-        """How far each time-frequency cell lies outside the normal clips, in their spreads over time.
+    @property
+    def piece_frames(self) -> int:
+        return max(1, int(round(PIECE_SECONDS / self.frame_seconds)))
 
-        0 inside mean +- 2 spreads of that band on the normal clips; above it, the excess in spreads.
-        """
-        db = np.asarray(spec_db, dtype=np.float64)
-        spread = np.maximum(self.frame_spread_, 0.5)[:, None]
-        excess = np.abs(db - self.spectrum_mean_[:, None]) / spread - 2.0
-        return np.maximum(excess, 0.0).astype(np.float32)
+    def piece_departures(self, spec_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each one-second piece's first frame, and how far each of its bands lies from the normal clips'
+        one-second levels, in their spreads (``(n_pieces, n_mels)``; files before these arrays: frames)."""
+        if self.piece_mean_ is None:  # a calibration file older than the pieces
+            db = np.asarray(spec_db, np.float64).T
+            return np.arange(len(db)), (db - self.spectrum_mean_) / np.maximum(self.frame_spread_, 0.5)
+        means = _piece_means(spec_db, self.piece_frames)
+        starts = np.asarray(piece_starts(np.shape(spec_db)[1], self.piece_frames))
+        return starts, (means - self.piece_mean_) / self.piece_spread_
+
+    def anomaly_map(self, spec_db: np.ndarray) -> np.ndarray:
+        """How far each time-frequency cell's second lies outside the normal clips' seconds, in spreads:
+        0 within 2 spreads of that band's normal level, above it the excess."""
+        starts, z = self.piece_departures(spec_db)
+        n_frames = np.shape(spec_db)[1]
+        owner = np.minimum(np.searchsorted(starts, np.arange(n_frames), side="right") - 1, len(starts) - 1)
+        return np.maximum(np.abs(z) - 2.0, 0.0)[owner].T.astype(np.float32)
+
+    def piece_scores(self, spec_db: np.ndarray, segment_scores: np.ndarray, segment_starts: np.ndarray):
+        """One score per second for the timeline, and each piece's first frame: the score of the worst
+        segment holding the piece, weighted by how far the piece departs (root-mean-square over bands, from
+        ``piece_departures``) against the most departing piece of that segment. So the bars show where in a
+        segment its score comes from, and the worst piece carries the recording's score."""
+        starts, z = self.piece_departures(spec_db)
+        if len(starts) < 2 or self.piece_mean_ is None:
+            return segment_scores, segment_starts
+        size = np.sqrt(np.mean(np.square(z), axis=1))
+        seg_of = [
+            max(
+                (j for j, s0 in enumerate(segment_starts) if s0 <= p < s0 + self.segment_frames_),
+                key=lambda j: segment_scores[j],
+                default=int(np.argmax(segment_scores)),
+            )
+            for p in starts
+        ]
+        out = np.empty(len(starts))
+        for i, j in enumerate(seg_of):
+            inside = [k for k, p in enumerate(starts) if seg_of[k] == j]
+            top = max(size[k] for k in inside)
+            out[i] = segment_scores[j] * (size[i] / top if top > 0 else 1.0)
+        return out, starts
 
     def departures(self, spec_db: np.ndarray, band_hz: np.ndarray, *, top: int = 3, min_db: float = 3.0):
         """Where the clip's spectrum leaves the band its normal clips span: up to ``top`` regions, largest
@@ -348,6 +391,8 @@ class Reference:
             f"{prefix}spectrum_low": self.spectrum_low_,
             f"{prefix}spectrum_high": self.spectrum_high_,
             f"{prefix}frame_spread": self.frame_spread_,
+            f"{prefix}piece_mean": self.piece_mean_,
+            f"{prefix}piece_spread": self.piece_spread_,
             f"{prefix}segment_frames": np.asarray(self.segment_frames_),
             f"{prefix}n_clips": np.asarray(self.n_clips_),
         }
@@ -370,6 +415,10 @@ class Reference:
         self.spectrum_low_ = np.asarray(arrays[f"{prefix}spectrum_low"], dtype=np.float64)
         self.spectrum_high_ = np.asarray(arrays[f"{prefix}spectrum_high"], dtype=np.float64)
         self.frame_spread_ = np.asarray(arrays[f"{prefix}frame_spread"], dtype=np.float64)
+        # Files written before the one-second pieces hold neither (the pictures fall back to frames).
+        piece_mean, piece_spread = arrays.get(f"{prefix}piece_mean"), arrays.get(f"{prefix}piece_spread")
+        self.piece_mean_ = None if piece_mean is None else np.asarray(piece_mean, dtype=np.float64)
+        self.piece_spread_ = None if piece_spread is None else np.asarray(piece_spread, dtype=np.float64)
         self.segment_frames_ = int(arrays[f"{prefix}segment_frames"])
         self.n_clips_ = int(arrays[f"{prefix}n_clips"])
         self.distances_ = {
@@ -378,3 +427,20 @@ class Reference:
         if len(self.block_scales_) != len(recipe.blocks) or len(self.block_weights_) != len(recipe.blocks):
             raise ValueError("the reference's arrays do not match its recipe")
         return self
+
+
+def piece_starts(n_frames: int, piece_frames: int) -> list[int]:
+    """First frame of each piece of ``piece_frames``; a tail shorter than half a piece joins the piece
+    before it (a tenth of a second is no level)."""
+    edges = list(range(0, max(n_frames, 1), piece_frames))
+    if len(edges) > 1 and n_frames - edges[-1] < piece_frames / 2:
+        edges.pop()
+    return edges
+
+
+def _piece_means(spec_db: np.ndarray, piece_frames: int) -> np.ndarray:
+    """Mean of each band over the pieces of ``piece_starts``."""
+    db = np.asarray(spec_db, dtype=np.float64)
+    edges = piece_starts(db.shape[1], piece_frames)
+    bounds = [*edges[1:], db.shape[1]]
+    return np.stack([db[:, a:b].mean(axis=1) for a, b in zip(edges, bounds, strict=True)])

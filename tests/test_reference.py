@@ -291,3 +291,22 @@ def test_copies_of_one_recording_are_refused_with_one_sentence_and_a_twin_among_
     cal = tiny_detector.calibrate([normals[0], normals[0], *normals[1:4]])
     assert np.isfinite(cal.thresholds.severe) and cal.thresholds.maintenance < cal.thresholds.severe
     assert tiny_detector.with_calibration(cal).analyze(faults[0]).label != "NORMAL"
+
+
+def test_after_adapting_the_pictures_show_where_a_fault_is(tiny_detector, machine_files, tmp_path):
+    """A fault in the last 4 s of a 10 s recording, after adapting: one timeline bar per second, the tallest
+    (which carries the recording's score) in the faulty part, and the spectrogram marks there too."""
+    normals, _ = machine_files
+    adapted = tiny_detector.with_calibration(tiny_detector.calibrate(normals[:8]))
+    clip = np.concatenate([other_machine(300, 6.0), other_machine(301, 4.0, fault=True)])
+    result = adapted.analyze(write(tmp_path / "fault_late.wav", clip), explain=True)
+    assert result.label != "NORMAL", result.score
+    assert len(result.window_scores) == 10 and result.window_seconds == pytest.approx(1.0, abs=0.05)
+    assert result.score == pytest.approx(result.window_scores.max())
+    worst = float(result.window_times_s[np.argmax(result.window_scores)])
+    assert worst >= 5.5, (worst, result.window_scores.round(2))
+    fs = tiny_detector.params.frame_seconds
+    marked = (result.anomaly_map > 2.0).any(axis=0)
+    late = marked[int(6.5 / fs) :].mean()
+    early = marked[: int(5.5 / fs)].mean()
+    assert late > 0.5 and late > 3 * early, (early, late)

@@ -10,7 +10,7 @@ import numpy as np
 
 from anomaly.bands import REFERENCE_BAND_DROP_DB, band_hz
 from anomaly.familiarity import ADVICE_CALIBRATION, USER_SPREAD_FLOOR_DB, Familiarity, ShapeFamiliarity
-from anomaly.reference import Recipe, Reference
+from anomaly.reference import Recipe, Reference, piece_starts
 from anomaly.scorers.base import BaseScorer, Scored
 from anomaly.scoring import Thresholds
 from anomaly.sound import Sound, mel_blocks
@@ -73,19 +73,27 @@ class ReferenceScorer(BaseScorer):
         out = []
         for p in prepared:
             notes = (PICTURE_ONLY_NOTE,) if self.needs_wave and not p.heard.has_wave else ()
+            spec = p.heard.log_mel
+            # The timeline's pieces: one per second, each weighted within its segment (the worst carries
+            # the recording's score; ``Reference.piece_scores``).
+            scores, starts = self.reference.piece_scores(spec, p.scores, p.starts)
             out.append(
                 Scored(
-                    p.scores,
-                    p.starts,
-                    self.reference.anomaly_map(p.heard.log_mel) if explain else None,
+                    scores,
+                    starts,
+                    self.reference.anomaly_map(spec) if explain else None,
                     notes,
-                    self.reference.departures(p.heard.log_mel, self.band_hz),
+                    self.reference.departures(spec, self.band_hz),
                 )
             )
         return out
 
     def piece_seconds(self, n_frames: int) -> float:
-        """A segment of the reference, or the whole clip when it is not longer than one."""
+        """A second of the recording on the timeline (``Reference.piece_scores``); a segment of the
+        reference, or the whole clip, when the recording is too short for two."""
+        pieces = piece_starts(n_frames, self.reference.piece_frames)
+        if len(pieces) >= 2 and self.reference.piece_mean_ is not None:
+            return self.reference.piece_frames * self.params.frame_seconds
         return min(self.reference.segment_frames_, n_frames) * self.params.frame_seconds
 
     def describe(self) -> dict:
