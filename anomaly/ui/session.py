@@ -55,6 +55,15 @@ def detector_for(shared: Detector, session: Session | None) -> Detector:
     return detector.with_thresholds(*session.manual) if session.manual else detector
 
 
+def detector_with_file(shared: Detector, calibration_file: str | Path | None, session: Session | None) -> Detector:
+    """The detector an API call asked for: the calibration file sent with it (read and validated like an
+    uploaded one; ``BundleError`` or ``CalibrationFileError`` with a sentence when refused), else this
+    visitor's own (the page sends no file)."""
+    if not calibration_file:
+        return detector_for(shared, session)
+    return shared.with_calibration(shared.load_calibration(calibration_file))
+
+
 def base_detector(shared: Detector, session: Session | None) -> Detector:
     """This visitor's detector before hand-set thresholds: what "reset" goes back to."""
     return detector_for(shared, session.without_manual() if session else None)
