@@ -26,7 +26,7 @@ from anomaly.ui import lanes, limits, serving, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.runtime import Runtime
-from anomaly.ui.session import STORAGE_KEY, storage_secret
+from anomaly.ui.session import STORAGE_KEY, browser_store, storage_secret
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -67,7 +67,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         # (a few MB for a long recording), so it also expires after an hour of inactivity.
         c.session = gr.State(None)
         c.last = gr.State(None, time_to_live=3600)
-        c.stored = gr.BrowserState(None, storage_key=STORAGE_KEY, secret=storage_secret(detector))
+        c.stored = browser_store(STORAGE_KEY, storage_secret(detector))
 
         gr.Markdown(
             f"# {TITLE}\nListen to a gearbox and tell whether it sounds **normal**, **needs maintenance** or is a "

@@ -8,6 +8,10 @@ keeps one model's entries apart from another's; the signature is what makes an e
 next visit ``restore_calibration`` checks the model, the signature and the checksum before the file is read
 again (and validated like any calibration file), so an entry made with another model, damaged, or written by
 anyone but this server is dropped with a sentence instead of being used.
+
+Forgetting empties the store, and an emptied store's entry is removed from localStorage (``browser_store``):
+gradio's ``BrowserState`` writes only a truthy value, so on its own it would keep the old entry, and the old
+calibration would come back on the next visit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import gradio as gr
 
 from anomaly.calibration import Calibration
 from anomaly.detector import Detector
@@ -45,6 +51,20 @@ class Session:
 
     def without_manual(self) -> Session:
         return replace(self, manual=None)
+
+
+def browser_store(storage_key: str, secret: str) -> gr.BrowserState:
+    """A ``gr.BrowserState`` under ``storage_key`` whose localStorage entry goes when a handler empties it
+    (returns None). Call inside the Blocks."""
+    store = gr.BrowserState(None, storage_key=storage_key, secret=secret)
+    # gradio skips writing a falsy value (``if (value) localStorage.setItem(...)``) but still fires "change":
+    # the removal happens there, in the browser, before any later visit reads the entry.
+    remove = (
+        "(value) => { if (value === null || value === undefined) { try { localStorage.removeItem("
+        f"{json.dumps(storage_key)}); }} catch (e) {{}} }} return []; }}"
+    )
+    store.change(None, inputs=[store], js=remove, queue=False, api_visibility="private")
+    return store
 
 
 def detector_for(shared: Detector, session: Session | None) -> Detector:
