@@ -26,7 +26,7 @@ from anomaly.ui import lanes, limits, serving, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.runtime import Runtime
-from anomaly.ui.session import STORAGE_KEY, storage_secret
+from anomaly.ui.session import STORAGE_KEY, browser_store, storage_secret
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -48,9 +48,10 @@ def threshold_slider(label: str, level: str, top: float, detector) -> gr.Slider:
     return gr.Slider(0.0, top, value=value, step=0.01, label=label, elem_id=f"{level}-slider")
 
 
-def with_caption(image: gr.Image) -> gr.Image:
-    """Render ``image`` (made with ``render=False``) under its label."""
-    gr.Markdown(f"**{image.label}**", elem_classes=["caption"])
+def with_caption(image: gr.Image, caption: str | None = None) -> gr.Image:
+    """Render ``image`` (made with ``render=False``) under ``caption`` (default: its label, which is also its
+    name in the API)."""
+    gr.Markdown(f"**{caption or image.label}**", elem_classes=["caption"])
     return image.render()
 
 
@@ -66,7 +67,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         # (a few MB for a long recording), so it also expires after an hour of inactivity.
         c.session = gr.State(None)
         c.last = gr.State(None, time_to_live=3600)
-        c.stored = gr.BrowserState(None, storage_key=STORAGE_KEY, secret=storage_secret(detector))
+        c.stored = browser_store(STORAGE_KEY, storage_secret(detector))
 
         gr.Markdown(
             f"# {TITLE}\nListen to a gearbox and tell whether it sounds **normal**, **needs maintenance** or is a "
@@ -86,11 +87,10 @@ def build(runtime: Runtime) -> SimpleNamespace:
                     "Adapt to my machine", variant="primary", visible=False, render=False,
                     elem_id="adapt-first-button",
                 )
-                c.gauge = gr.HTML(label="Score", elem_id="gauge-output", render=False)
-                c.spectrogram = image_output(
-                    "Spectrogram (cyan: departs from normal)", "spectrogram-output", render=False
-                )
-                c.timeline = image_output("Score over time", "timeline-output", render=False)
+                # The labels name the outputs of /analyze: what each holds (the captions are for people).
+                c.gauge = gr.HTML(label="verdict_html", elem_id="gauge-output", render=False)
+                c.spectrogram = image_output("spectrogram", "spectrogram-output", render=False)
+                c.timeline = image_output("timeline", "timeline-output", render=False)
                 c.details = gr.Markdown(
                     label="Details", elem_id="details-output", container=True, padding=True, render=False
                 )
@@ -132,17 +132,18 @@ def build(runtime: Runtime) -> SimpleNamespace:
                             c.adapt_first.render()
                         c.gauge.render()
                     with gr.Column(scale=7, min_width=300):
-                        with_caption(c.spectrogram)
+                        with_caption(c.spectrogram, "Spectrogram (cyan: departs from normal)")
                         c.show_map = gr.Checkbox(
                             value=True, label="Show where it departs from normal", elem_id="show-map"
                         )
-                        with_caption(c.timeline)
+                        with_caption(c.timeline, "Score over time")
                         c.details.render()
                 with gr.Accordion("For developers: the answer as JSON (the /score endpoint)", open=False):
                     score_btn = gr.Button("Score as JSON", size="sm", elem_id="score-button")
                     c.score = gr.JSON(label="/score", elem_id="score-output")
                 # The public /analyze endpoints raise their errors; the page's buttons show them in place.
                 api_analyze = gr.Button(visible=False)
+                c.api_calibration = gr.File(visible=False, label="calibration")  # the page uses the session's
                 api_analyze_image = gr.Button(visible=False)
 
             with gr.Tab("Listen live", id="live"):
@@ -238,18 +239,19 @@ def build(runtime: Runtime) -> SimpleNamespace:
                 gr.Markdown(views.about(detector), elem_id="about")
 
         # The API page lists endpoints in this order: /score first.
-        score_btn.click(page.score, inputs=[c.audio, c.session], outputs=[c.score], api_name="score")
+        calibrated_by = [c.api_calibration, c.session]  # a calibration file sent by the caller, else the visitor's
+        score_btn.click(page.score, inputs=[c.audio, *calibrated_by], outputs=[c.score], api_name="score")
         lane = {"api_name": "analyze", "concurrency_limit": lanes.ANALYZE_LIMIT}  # /score keeps a core
-        api_analyze.click(page.analyze, inputs=[c.audio, c.show_map, c.session], outputs=page.api_view, **lane)
+        api_analyze.click(page.analyze, inputs=[c.audio, c.show_map, *calibrated_by], outputs=page.api_view, **lane)
         api_analyze_image.click(
             page.analyze_spectrogram,
-            inputs=[c.image, c.show_map, c.session],
+            inputs=[c.image, c.show_map, *calibrated_by],
             outputs=page.api_view,
             api_name="analyze_spectrogram",
         )
         api_batch.click(
             page.batch,
-            inputs=[c.batch_in, c.session],
+            inputs=[c.batch_in, *calibrated_by],
             outputs=[c.batch_table, c.batch_csv],
             api_name="batch",
             concurrency_limit=lanes.BATCH_LIMIT,

@@ -79,19 +79,18 @@ def test_api_lists_exactly_the_four_endpoints(client):
     assert set(api["named_endpoints"]) == ENDPOINTS
     assert not api["unnamed_endpoints"]
     analyze = api["named_endpoints"]["/analyze"]
-    assert [p["parameter_name"] for p in analyze["parameters"]] == ["audio", "show_anomaly_map"]
+    assert [p["parameter_name"] for p in analyze["parameters"]] == ["audio", "show_anomaly_map", "calibration"]
     assert len(analyze["returns"]) == 5
+    # Every endpoint that scores takes an optional calibration file (the page sends none: it has the session's).
+    for name in ENDPOINTS:
+        parameter = api["named_endpoints"][name]["parameters"][-1]
+        assert parameter["parameter_name"] == "calibration" and parameter["parameter_has_default"], parameter
     # Every output has a name a developer can read (gradio falls back to "value_<id>" without a label).
     for endpoint in api["named_endpoints"].values():
         for returned in endpoint["returns"]:
             assert returned["label"] and not returned["label"].startswith("value_"), returned
-    assert [r["label"] for r in analyze["returns"]] == [
-        "Spectrogram (cyan: departs from normal)",
-        "Score",
-        "Verdict",
-        "Details",
-        "Score over time",
-    ]
+    # Named for what they hold: the gauge is HTML, not a score.
+    assert [r["label"] for r in analyze["returns"]] == ["spectrogram", "verdict_html", "Verdict", "Details", "timeline"]
     # /score comes first: the API page and its snippet start there.
     assert next(iter(api["named_endpoints"])) == "/score"
 
@@ -460,3 +459,76 @@ def test_an_examples_cache_left_half_done_by_a_crash_is_rebuilt(launch_app, tmp_
         pid = second.pid
         assert list(Path(tempfile.gettempdir()).glob(f"gearbox-sound-check-{pid}-*"))
     assert not list(Path(tempfile.gettempdir()).glob(f"gearbox-sound-check-{pid}-*"))
+
+
+# --- the API takes a calibration ---------------------------------------------------------------------------
+
+MACHINE = "Pump 7, west hall"
+
+
+@pytest.fixture(scope="module")
+def served_detector():
+    """The engine, in this process, with the bundle the app serves."""
+    import os
+
+    from anomaly.detector import Detector
+
+    return Detector.load(os.environ.get("ANOMALY_BUNDLE") or DEFAULT_BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def machine_calibration(served_detector, tmp_path_factory) -> Path:
+    """A calibration of a named machine made with the served model on a few synthetic normal clips, saved as
+    the Adapt tab and ``calibrate`` save it."""
+    from anomaly.synth import synthesize_clip
+
+    out = tmp_path_factory.mktemp("machine")
+    normals = []
+    for seed in range(4):
+        wave, _ = synthesize_clip("source", "normal", 300 + seed)
+        sf.write(out / f"pump7_normal_{seed}.wav", wave, 16000, subtype="PCM_16")
+        normals.append(out / f"pump7_normal_{seed}.wav")
+    return served_detector.calibrate(normals, name=MACHINE).save(out / "pump7.npz")
+
+
+def test_score_analyze_and_batch_against_a_calibration_file_name_its_machine(
+    client, served_detector, machine_calibration, example_clips
+):
+    clip = example_clips / "fault_wear.wav"
+    calibration = handle_file(str(machine_calibration))
+    adapted = served_detector.with_calibration(served_detector.load_calibration(machine_calibration))
+    expected = adapted.analyze(clip)
+
+    result = client.predict(handle_file(str(clip)), calibration, api_name="/score")
+    assert MACHINE in result["compared_with"] and "4 normal recordings" in result["compared_with"]
+    assert result["score"] == pytest.approx(expected.score, abs=1e-3)
+    assert result["label"] == expected.label
+    assert result["thresholds"] == pytest.approx(
+        {"maintenance": adapted.thresholds.maintenance, "severe": adapted.thresholds.severe}, abs=1e-4
+    )
+    # Without the file, the same call is scored against the demo model again: nothing stuck to the client.
+    plain = client.predict(handle_file(str(clip)), api_name="/score")
+    assert MACHINE not in plain["compared_with"] and "demo gearbox" in plain["compared_with"]
+
+    _, gauge, label, details, _ = client.predict(
+        handle_file(str(clip)), True, calibration, api_name="/analyze"
+    )
+    assert label_of(label) == expected.label and MACHINE in details and 'class="gauge"' in gauge
+
+    table, csv_path = client.predict([handle_file(str(clip))], calibration, api_name="/batch")
+    assert table["data"][0][3] == expected.label
+    with open(csv_path, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert MACHINE in row["compared_with"] and row["calibration"].startswith(MACHINE)
+
+
+def test_a_calibration_file_that_cannot_be_used_is_one_clear_message(client, example_clips, tmp_path):
+    clip = handle_file(str(example_clips / "normal_source.wav"))
+    junk = tmp_path / "pump_notes.npz"
+    junk.write_text("not a calibration\n")
+    for endpoint, args in [("/score", (clip,)), ("/analyze", (clip, True)), ("/batch", ([clip],))]:
+        with pytest.raises(AppError) as refused:
+            client.predict(*args, handle_file(str(junk)), api_name=endpoint)
+        message = str(refused.value)
+        assert "pump_notes.npz" in message and "calibration" in message, message
+        assert "Traceback" not in message and "/tmp/" not in message, message

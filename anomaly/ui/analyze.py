@@ -16,14 +16,25 @@ from anomaly.ui import views
 from anomaly.ui.limits import MAX_SECONDS
 from anomaly.ui.page import PageBase, unchanged
 from anomaly.ui.serving import api_errors, caught, refuse
-from anomaly.ui.session import Session
+from anomaly.ui.session import Session, detector_with_file
+
+
+def api_detector(shared: Detector, calibration: str | None, session: Session | None) -> Detector:
+    """The detector of an API call: the calibration file it sent, else the visitor's own; a file that cannot
+    be used is refused with one message naming it."""
+    with api_errors("reading the calibration file", [calibration] if calibration else []):
+        return detector_with_file(shared, calibration, session)
 
 
 class AnalyzeHandlers(PageBase):
     """One recording or spectrogram image: the public API and the Analyze tab."""
 
     def analyze(
-        self, audio: str | None, show_anomaly_map: bool = True, session: Session | None = None
+        self,
+        audio: str | None,
+        show_anomaly_map: bool = True,
+        calibration: str | None = None,
+        session: Session | None = None,
     ) -> dict:
         """Check one gearbox recording: is it NORMAL, does it NEED MAINTENANCE, or is it a SEVERE ANOMALY?
 
@@ -31,20 +42,28 @@ class AnalyzeHandlers(PageBase):
             audio: a recording (WAV, FLAC, OGG Vorbis/Opus, MP3, M4A/AAC or WebM/Opus; mono or stereo, 16 kHz
                 or more; 0.5 to 120 s; at most 50 MB).
             show_anomaly_map: draw where the recording departs from normal over the spectrogram.
+            calibration: optional; a calibration file (.npz: the one the Adapt tab downloads or
+                `gearbox-sound-check calibrate` writes, made with this model) to score against that machine
+                instead of the demo model.
 
         Returns:
-            the spectrogram picture, the score gauge (HTML), the verdict, details (Markdown) and the score of
-            each scored piece over time.
+            spectrogram (the picture, PNG), verdict_html (the score gauge, HTML), verdict (the label, as
+            /score gives it: NORMAL, NEEDS MAINTENANCE, SEVERE ANOMALY or UNFAMILIAR), details (Markdown)
+            and timeline (the score of each piece over time, PNG).
         """
         if not audio:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
-        detector = self.detector(session)
+        detector = api_detector(self.shared, calibration, session)
         with api_errors("analysing the recording", [audio]), self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, audio)
         return self._api_view(analysis, detector, show_anomaly_map)
 
     def analyze_spectrogram(
-        self, image: str | None, show_anomaly_map: bool = True, session: Session | None = None
+        self,
+        image: str | None,
+        show_anomaly_map: bool = True,
+        calibration: str | None = None,
+        session: Session | None = None,
     ) -> dict:
         """Check a spectrogram image instead of a recording.
 
@@ -55,35 +74,43 @@ class AnalyzeHandlers(PageBase):
         Args:
             image: the spectrogram image.
             show_anomaly_map: draw where the spectrogram departs from normal over it.
+            calibration: optional; a calibration file (.npz) to score against that machine (as /analyze).
 
         Returns:
-            the spectrogram picture, the score gauge (HTML), the verdict, details (Markdown) and the score of
-            each scored piece over time.
+            spectrogram, verdict_html, verdict, details and timeline, as /analyze.
         """
         if not image:
             raise refuse("Upload a spectrogram image first.", title="No image")
-        detector = self.detector(session)
+        detector = api_detector(self.shared, calibration, session)
         with api_errors("analysing the spectrogram image", [image]), self.runtime.priority.interactive():
             analysis = self._analysis_of(detector, image, image=True)
         return self._api_view(analysis, detector, show_anomaly_map)
 
-    def score(self, audio: str | None, session: Session | None = None) -> dict:
+    def score(
+        self, audio: str | None, calibration: str | None = None, session: Session | None = None
+    ) -> dict:
         """Score one gearbox recording and return plain JSON (fast: no pictures, no anomaly map).
 
         Args:
             audio: a recording (WAV, FLAC, OGG, MP3, M4A/AAC or WebM; 0.5 to 120 s; at most 50 MB).
+            calibration: optional; a calibration file (.npz: the one the Adapt tab downloads or
+                `gearbox-sound-check calibrate` writes, made with this model) to score against that machine
+                instead of the demo model.
 
         Returns:
-            a dict with file, score, label (NORMAL, NEEDS MAINTENANCE or SEVERE ANOMALY), familiar (false:
-            the machine sounds unlike anything the model was told is normal, so adapt it first; then advice
-            says how), compared_with, percentile (share in % of normal recordings scoring lower), thresholds
-            {maintenance, severe}, windows [{start_s, score}], model {source, revision, repo_id,
+            a dict with file, score, label (NORMAL, NEEDS MAINTENANCE, SEVERE ANOMALY, or UNFAMILIAR: the
+            machine sounds unlike anything the demo model was told is normal, so send its calibration or
+            adapt first; advice says how), familiar (false for an unfamiliar sound; against a calibration
+            the severity stands and advice asks whether it is the same machine), compared_with (the
+            calibration's machine when one was sent), percentile (share in % of normal recordings scoring
+            lower), thresholds {maintenance, severe}, windows [{start_s, score}], model {source, revision, repo_id,
             calibration}, departures and notes.
         """
         if not audio:
             raise refuse("Upload or record a gearbox recording first.", title="No recording")
+        detector = api_detector(self.shared, calibration, session)
         with api_errors("scoring the recording", [audio]), self.runtime.priority.interactive():
-            return self.detector(session).analyze(audio, max_seconds=MAX_SECONDS).to_json()
+            return detector.analyze(audio, max_seconds=MAX_SECONDS).to_json()
 
     @staticmethod
     def ping() -> str:

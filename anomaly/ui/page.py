@@ -74,9 +74,10 @@ class PageBase:
         return detector.analyze(upload, explain=True, max_seconds=MAX_SECONDS)
 
     def _api_view(self, analysis: Analysis, detector: Detector, show_map: bool) -> dict:
-        """The API's five outputs: plain values (the verdict as its words, with no colour update)."""
+        """The API's five outputs: plain values (the verdict as its label, UNFAMILIAR included, as /score
+        gives it; no colour update)."""
         view = self._view(analysis, detector, show_map)
-        return {k: view[k] for k in self.api_view} | {self.c.label: views.verdict(analysis)}
+        return {k: view[k] for k in self.api_view} | {self.c.label: analysis.label}
 
     def _cleared(self, verdict: str, details: str = "") -> dict:
         """Every result emptied, with a word in the verdict box: nothing old stays on screen."""

@@ -8,6 +8,10 @@ keeps one model's entries apart from another's; the signature is what makes an e
 next visit ``restore_calibration`` checks the model, the signature and the checksum before the file is read
 again (and validated like any calibration file), so an entry made with another model, damaged, or written by
 anyone but this server is dropped with a sentence instead of being used.
+
+Forgetting empties the store, and an emptied store's entry is removed from localStorage (``browser_store``):
+gradio's ``BrowserState`` writes only a truthy value, so on its own it would keep the old entry, and the old
+calibration would come back on the next visit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import gradio as gr
 
 from anomaly.calibration import Calibration
 from anomaly.detector import Detector
@@ -47,12 +53,35 @@ class Session:
         return replace(self, manual=None)
 
 
+def browser_store(storage_key: str, secret: str) -> gr.BrowserState:
+    """A ``gr.BrowserState`` under ``storage_key`` whose localStorage entry goes when a handler empties it
+    (returns None). Call inside the Blocks."""
+    store = gr.BrowserState(None, storage_key=storage_key, secret=secret)
+    # gradio skips writing a falsy value (``if (value) localStorage.setItem(...)``) but still fires "change":
+    # the removal happens there, in the browser, before any later visit reads the entry.
+    remove = (
+        "(value) => { if (value === null || value === undefined) { try { localStorage.removeItem("
+        f"{json.dumps(storage_key)}); }} catch (e) {{}} }} return []; }}"
+    )
+    store.change(None, inputs=[store], js=remove, queue=False, api_visibility="private")
+    return store
+
+
 def detector_for(shared: Detector, session: Session | None) -> Detector:
     """The shared detector with this visitor's calibration and thresholds (cheap: the model is shared)."""
     if session is None:
         return shared
     detector = shared.with_calibration(session.calibration) if session.calibration else shared
     return detector.with_thresholds(*session.manual) if session.manual else detector
+
+
+def detector_with_file(shared: Detector, calibration_file: str | Path | None, session: Session | None) -> Detector:
+    """The detector an API call asked for: the calibration file sent with it (read and validated like an
+    uploaded one; ``BundleError`` or ``CalibrationFileError`` with a sentence when refused), else this
+    visitor's own (the page sends no file)."""
+    if not calibration_file:
+        return detector_for(shared, session)
+    return shared.with_calibration(shared.load_calibration(calibration_file))
 
 
 def base_detector(shared: Detector, session: Session | None) -> Detector:

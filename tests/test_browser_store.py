@@ -1,0 +1,139 @@
+"""What the browser keeps, in a real browser (Debian's chromium through Playwright): a calibration until it is
+forgotten, across reloads, and the machine's record of readings next to it.
+
+The machine is adapted on the page on a few synthetic normal clips, as a visitor would; what localStorage
+holds is read from the page itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from anomaly.ui.session import STORAGE_KEY
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+TIMEOUT_MS = 90_000
+MACHINE = "Press 2, north bay"
+N_NORMALS = 3
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing; CI must install Debian's chromium", pytrace=False)
+    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def normals(tmp_path_factory) -> list[Path]:
+    from anomaly.synth import synthesize_clip
+
+    out = tmp_path_factory.mktemp("press")
+    paths = []
+    for seed in range(N_NORMALS):
+        wave, _ = synthesize_clip("source", "normal", 400 + seed)
+        sf.write(out / f"press2_normal_{seed}.wav", wave, 16000, subtype="PCM_16")
+        paths.append(out / f"press2_normal_{seed}.wav")
+    return paths
+
+
+def open_page(context, app_url: str):
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.goto(app_url)
+    tab.wait_for_selector("#audio-input")
+    tab.wait_for_timeout(500)  # the load event (a calibration kept in the browser) has run by now
+    return tab
+
+
+def reload(tab) -> None:
+    tab.reload()
+    tab.wait_for_selector("#audio-input")
+    tab.wait_for_timeout(1500)  # the load event has had its chance to restore a calibration
+
+
+def open_tab(page, tab_id: str, name: str) -> None:
+    """Open a tab by its name, through the "More tabs" menu where a phone's width hides it."""
+    tab = page.locator(f"[role=tab][data-tab-id={tab_id}]")
+    if tab.count() and tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text=name).click()
+
+
+def upload(page, target: str, files: list[Path]) -> None:
+    page.locator(f"{target} input[type=file]").set_input_files([str(f) for f in files])
+    for f in files:
+        expect(page.locator(target)).to_contain_text(f.stem)
+    expect(page.locator(f"{target} .uploading")).to_have_count(0)
+
+
+def stored(page, key: str) -> str | None:
+    return page.evaluate("(key) => localStorage.getItem(key)", key)
+
+
+def adapt(page, normals: list[Path]) -> None:
+    open_tab(page, "adapt", "Adapt to my machine")
+    page.locator("#calibration-name textarea, #calibration-name input").first.fill(MACHINE)
+    upload(page, "#calibration-input", normals)
+    page.click("#calibrate-button")
+    expect(page.locator("#calibration-status")).to_contain_text(f"{MACHINE} on {len(normals)} normal")
+    open_tab(page, "analyze", "Analyze")
+
+
+def shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}-{page.viewport_size['width']}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_url, normals, tmp_path):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = open_page(context, app_url)
+        banner = page.locator("#reference-banner")
+        adapt(page, normals)
+        expect(banner).to_contain_text(f"Comparing with {MACHINE}")
+        page.wait_for_function("(key) => localStorage.getItem(key) !== null", arg=STORAGE_KEY)
+        reload(page)  # kept: the store works at all
+        expect(banner).to_contain_text(f"Comparing with {MACHINE}")
+
+        open_tab(page, "adapt", "Adapt to my machine")
+        page.click("#forget-button")
+        expect(page.locator("#calibration-status")).to_contain_text("Back to the model's own reference")
+        page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=STORAGE_KEY)
+        for n in (1, 2):
+            reload(page)
+            assert stored(page, STORAGE_KEY) is None, f"reload {n}: the browser still keeps the calibration"
+            expect(banner).to_be_hidden()
+            open_tab(page, "adapt", "Adapt to my machine")
+            expect(page.locator("#calibration-status")).not_to_contain_text(MACHINE)
+            open_tab(page, "analyze", "Analyze")
+        upload(page, "#audio-input", [ROOT / "examples" / "normal_source.wav"])
+        page.click("#analyze-button")
+        expect(page.locator("#compared-with")).to_contain_text("demo gearbox")
+        expect(page.locator("#compared-with")).not_to_contain_text(MACHINE)
+        shot(page, tmp_path, "forgotten")
+    finally:
+        context.close()
