@@ -21,10 +21,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 # The developer's quick run, ``pytest -m "not browser and not slow"`` (README, Development), leaves these out;
-# CI runs everything. ``browser``: every test of tests/test_browser.py. ``slow``: the tests below, each
+# CI runs everything. ``browser``: every test of a tests/test_browser*.py. ``slow``: the tests below, each
 # 5 to 25 s of its own (measured with --durations on 2 cores), named here so that the list stays in one
 # place; a test can also say ``@pytest.mark.slow`` itself.
-BROWSER_MODULES = {"test_browser.py"}
 SLOW_TESTS = {
     "test_app.py::test_an_examples_cache_left_half_done_by_a_crash_is_rebuilt",
     "test_app.py::test_an_unavailable_hub_model_falls_back_and_the_page_says_why",
@@ -35,6 +34,14 @@ SLOW_TESTS = {
     "test_load.py::test_load_test_passes_against_the_app",
     "test_load.py::test_a_batch_flood_or_an_analyze_burst_never_starves_another_clients_score",
     "test_limits.py::test_a_calibration_file_holding_a_2_gb_zero_array",
+    "test_archive.py::test_rerun_scores_only_new_or_changed_files_and_drops_removed_ones",
+    "test_surfaces.py::test_every_surface_gives_the_same_label",
+    "test_commands.py::test_predict_needs_neither_gradio_nor_pandas",
+    "test_cli.py::test_train_calibrate_predict_evaluate_end_to_end",
+    "test_faults.py::test_unreachable_hub_falls_back_to_the_bundled_model",
+    "test_detector.py::test_a_long_batch_holds_a_few_files_at_a_time",
+    "test_package.py::test_tensorflow_loads_quietly_and_stderr_works_after_it",
+    "test_faults.py::test_app_refuses_to_start_on_a_damaged_bundle_with_one_clear_line",
 }
 
 
@@ -43,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.path.name
         name = f"{module}::{item.originalname}"
-        if module in BROWSER_MODULES:
+        if module.startswith("test_browser"):
             item.add_marker(pytest.mark.browser)
         if name in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
