@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from anomaly.ui.record import RECORD_KEY
 from anomaly.ui.session import STORAGE_KEY
 
 pytestmark = pytest.mark.browser
@@ -135,5 +136,50 @@ def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_ur
         expect(page.locator("#compared-with")).to_contain_text("demo gearbox")
         expect(page.locator("#compared-with")).not_to_contain_text(MACHINE)
         shot(page, tmp_path, "forgotten")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_the_machines_record_after_five_analyses_survives_a_reload(browser, app_url, normals, width, tmp_path):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = open_page(context, app_url)
+        record = page.locator("#machine-record")
+        expect(record).to_be_hidden()  # the demo model keeps no record
+        adapt(page, normals)
+        expect(record).to_contain_text(f"Record of {MACHINE}")
+        expect(record).to_contain_text("No readings yet")
+        upload(page, "#audio-input", [ROOT / "examples" / "normal_source.wav"])
+        for n in range(1, 6):
+            page.click("#analyze-button")
+            expect(record).to_contain_text(f"{n} reading{'s' if n > 1 else ''} from")
+        points = page.locator("#record-trend .record-point")
+        expect(points).to_have_count(5)
+        expect(page.locator("#record-trend .trend-threshold")).to_have_count(2)
+        expect(page.locator("#record-csv")).to_contain_text("machine-record")
+        assert stored(page, RECORD_KEY) is not None
+        # Its text is readable on a phone: at least 12 px as drawn.
+        smallest = page.evaluate(
+            """() => { const svg = document.querySelector('#record-trend svg');
+                       const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                       return Math.min(...[...svg.querySelectorAll('text')].map(
+                           t => parseFloat(t.getAttribute('font-size')) * scale)); }"""
+        )
+        assert smallest >= 12, f"record text {smallest:.1f} px at {width} px"
+        record.scroll_into_view_if_needed()
+        shot(page, tmp_path, "record")
+
+        reload(page)
+        expect(page.locator("#reference-banner")).to_contain_text(f"Comparing with {MACHINE}")
+        expect(record).to_contain_text("5 readings from")
+        expect(points).to_have_count(5)
+        shot(page, tmp_path, "record-reloaded")
+
+        open_tab(page, "adapt", "Adapt to my machine")
+        page.click("#forget-button")
+        page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=RECORD_KEY)
+        open_tab(page, "analyze", "Analyze")
+        expect(record).to_be_hidden()
     finally:
         context.close()

@@ -126,12 +126,15 @@ def test_the_picture_has_a_point_per_reading_and_the_thresholds():
     assert "no readings yet" in record.trend_svg(Machine("Pump"), THRESHOLDS)
 
 
-def test_a_machine_is_its_calibration_whatever_it_is_named():
-    meta = {"created": "2026-11-02T08:00:00Z", "encoder_sha256": "ab" * 32, "n_clips": 12, "name": "Pump 3"}
-    same = record.machine_key(Calibration(None, meta))
-    assert record.machine_key(Calibration(None, {**meta, "name": "Pump 3, east hall"})) == same
-    assert record.machine_key(Calibration(None, {**meta, "created": "2026-11-03T08:00:00Z"})) != same
-    assert record.machine_name(Calibration(None, {**meta, "name": None})) == "your machine"
+def test_a_machine_is_its_calibration_whatever_it_is_named(tiny_calibration, tiny_detector, tmp_path):
+    """The same calibration saved, loaded and renamed is the same machine; another calibration is not."""
+    calibration = tiny_detector.load_calibration(tiny_calibration)
+    same = record.machine_key(calibration)
+    again = tiny_detector.load_calibration(calibration.named("Pump 3, east hall").save(tmp_path / "again.npz"))
+    assert record.machine_key(again) == same and record.machine_name(again) == "Pump 3, east hall"
+    other = Calibration(calibration.scorer, {**calibration.meta, "created": "2026-11-03T08:00:00+00:00"})
+    assert record.machine_key(other) != same
+    assert record.machine_name(calibration.named(None)) == "your machine"
 
 
 def test_the_summary_says_how_many_readings_and_names_the_trend():

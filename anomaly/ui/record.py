@@ -71,10 +71,18 @@ class Machine:
 
 
 def machine_key(calibration: Calibration) -> str:
-    """Which machine a calibration is: a digest of what its file says of it, but its name (a calibration loaded
-    again under another name is the same machine)."""
-    meta = {k: v for k, v in calibration.meta.items() if k != "name"}
-    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    """Which machine a calibration is: a digest of when and with which model it was made and what it holds
+    (its thresholds and held-out normal scores), not of its name (a calibration loaded again under another
+    name is the same machine) nor of what a saved file adds to its meta."""
+    meta = calibration.meta
+    identity = {
+        "created": meta.get("created"),
+        "encoder_sha256": meta.get("encoder_sha256"),
+        "n_clips": meta.get("n_clips"),
+        "thresholds": calibration.thresholds.to_dict(),
+        "normal_scores": [float(v) for v in calibration.normal_scores],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def machine_name(calibration: Calibration) -> str:
@@ -199,8 +207,8 @@ def summary(machine: Machine, thresholds: Thresholds) -> str:
         return head + "No readings yet: every recording analysed against this machine is added here."
     first, last = machine.readings[0], machine.readings[-1]
     line = (
-        f"{n} reading{'s' if n != 1 else ''} from {_iso(first.time)} to {_iso(last.time)} (UTC, kept in this "
-        f"browser; the last {MAX_READINGS}). Latest: {format_score(last.score)}, {last.label}."
+        f"{n} reading{'s' if n != 1 else ''} from {first.time:%Y-%m-%d %H:%M} to {last.time:%Y-%m-%d %H:%M} "
+        f"UTC, kept in this browser (the last {MAX_READINGS}). Latest: {format_score(last.score)}, {last.label}."
     )
     words = trend_words(machine.readings, thresholds)
     return head + line + (f"\n\n**{words}**" if words else "")
@@ -217,8 +225,8 @@ def csv_text(machine: Machine) -> str:
 
 
 # The picture: as the batch's trend (anomaly.charts), with time on x.
-WIDTH, HEIGHT, FONT = 520, 270, 19
-MAX_PX = 720
+WIDTH, HEIGHT, FONT = 520, 280, 21  # 12 px text or more when the picture is 300 px wide (a phone)
+MAX_PX = 600
 
 
 def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
@@ -241,11 +249,19 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
     inset = 14
     start = readings[0].time if readings else now()
     span = max((readings[-1].time - start).total_seconds(), 1.0) if readings else 1.0
+    # x follows time, but readings closer than a point apart (several in a minute, in a record of weeks)
+    # are moved apart in order, so that every one is seen.
+    at = [(r.time - start).total_seconds() / span for r in readings]
+    gap = min(0.02, 1 / max(len(at) - 1, 1))
+    for i in range(1, len(at)):
+        at[i] = max(at[i], at[i - 1] + gap)
+    if at and at[-1] > 1:
+        at = [a / at[-1] for a in at]
 
-    def x_of(r: Reading) -> float:
+    def x_of(i: int) -> float:
         if len(readings) == 1:
             return left + plot_w / 2
-        return left + inset + (r.time - start).total_seconds() / span * (plot_w - 2 * inset)
+        return left + inset + at[i] * (plot_w - 2 * inset)
 
     def y_of(value: float) -> float:
         return plot_bottom - scale_position(value, low, high) * plot_h
@@ -272,10 +288,11 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
     )
     if readings:  # the first and last times under the axis, in the record's own unit
         fmt = "%Y-%m-%d" if span >= 2 * 86400 else "%H:%M:%S" if span < 86400 else "%d %b %H:%M"
-        ends = [(readings[0], "start")] + ([(readings[-1], "end")] if len(readings) > 1 else [])
-        for reading, anchor in ends:
+        ends = [(0, "start")] + ([(len(readings) - 1, "end")] if len(readings) > 1 else [])
+        for i, anchor in ends:
+            reading = readings[i]
             parts.append(
-                f'<text x="{f(x_of(reading))}" y="{f(plot_bottom + 6)}" {text} text-anchor="{anchor}" '
+                f'<text x="{f(x_of(i))}" y="{f(plot_bottom + 6)}" {text} text-anchor="{anchor}" '
                 f'dominant-baseline="hanging">{reading.time.strftime(fmt)}</text>'
             )
     parts.append(
@@ -284,13 +301,13 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
         f'text-anchor="middle">score</text>'
     )
     if len(readings) > 1:
-        path = "".join(f"{'L' if i else 'M'}{f(x_of(r))} {f(y_of(r.score))}" for i, r in enumerate(readings))
+        path = "".join(f"{'L' if i else 'M'}{f(x_of(i))} {f(y_of(r.score))}" for i, r in enumerate(readings))
         parts.append(f'<path d="{path}" fill="none" stroke="{MUTED}" stroke-opacity="0.5" stroke-width="1.5"/>')
     legend_y = 6 + F / 2
     for k, (value, name, label) in enumerate(
         ((thresholds.maintenance, "maintenance", LABELS[1]), (thresholds.severe, "severe", LABELS[2]))
     ):
-        y, x = y_of(value), left + k * plot_w / 2
+        y, x = y_of(value), 12 + k * (W - 24) / 2  # the whole width: the two names never meet
         parts.append(
             f'<g class="trend-threshold" data-threshold="{name}">'
             f'<line x1="{f(left)}" x2="{f(plot_right)}" y1="{f(y)}" y2="{f(y)}" '
@@ -306,7 +323,7 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
         parts.append(
             f'<g class="record-point" data-index="{i + 1}" data-label="{html.escape(reading.label)}">'
             f"<title>{html.escape(title)}</title>"
-            f'<circle cx="{f(x_of(reading))}" cy="{f(y_of(reading.score))}" r="5" fill="{colour}" '
+            f'<circle cx="{f(x_of(i))}" cy="{f(y_of(reading.score))}" r="5" fill="{colour}" '
             f'stroke="#fff" stroke-width="1"/></g>'
         )
     if not readings:
