@@ -25,6 +25,7 @@ from anomaly.errors import BundleError
 from anomaly.ui import lanes, limits, serving, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
+from anomaly.ui.record import RECORD_KEY
 from anomaly.ui.runtime import Runtime
 from anomaly.ui.session import STORAGE_KEY, browser_store, storage_secret
 
@@ -68,6 +69,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         c.session = gr.State(None)
         c.last = gr.State(None, time_to_live=3600)
         c.stored = browser_store(STORAGE_KEY, storage_secret(detector))
+        c.record = browser_store(RECORD_KEY, storage_secret(detector))  # the adapted machine's readings
 
         gr.Markdown(
             f"# {TITLE}\nListen to a gearbox and tell whether it sounds **normal**, **needs maintenance** or is a "
@@ -138,6 +140,10 @@ def build(runtime: Runtime) -> SimpleNamespace:
                         )
                         with_caption(c.timeline, "Score over time")
                         c.details.render()
+                with gr.Column(visible=False, elem_id="machine-record") as c.record_box:  # shown when adapted
+                    c.record_text = gr.Markdown(elem_id="record-text")
+                    c.record_trend = gr.HTML(elem_id="record-trend")
+                    c.record_csv = gr.File(label="The record as CSV", height=90, elem_id="record-csv")
                 with gr.Accordion("For developers: the answer as JSON (the /score endpoint)", open=False):
                     score_btn = gr.Button("Score as JSON", size="sm", elem_id="score-button")
                     c.score = gr.JSON(label="/score", elem_id="score-output")
@@ -243,31 +249,23 @@ def build(runtime: Runtime) -> SimpleNamespace:
         score_btn.click(page.score, inputs=[c.audio, *calibrated_by], outputs=[c.score], api_name="score")
         lane = {"api_name": "analyze", "concurrency_limit": lanes.ANALYZE_LIMIT}  # /score keeps a core
         api_analyze.click(page.analyze, inputs=[c.audio, c.show_map, *calibrated_by], outputs=page.api_view, **lane)
-        api_analyze_image.click(
-            page.analyze_spectrogram,
-            inputs=[c.image, c.show_map, *calibrated_by],
-            outputs=page.api_view,
-            api_name="analyze_spectrogram",
-        )
-        api_batch.click(
-            page.batch,
-            inputs=[c.batch_in, *calibrated_by],
-            outputs=[c.batch_table, c.batch_csv],
-            api_name="batch",
-            concurrency_limit=lanes.BATCH_LIMIT,
-            concurrency_id=lanes.BATCH_LANE,
-        )
+        image_api = {"outputs": page.api_view, "api_name": "analyze_spectrogram"}
+        api_analyze_image.click(page.analyze_spectrogram, inputs=[c.image, c.show_map, *calibrated_by], **image_api)
+        batch_lane = {"concurrency_limit": lanes.BATCH_LIMIT, "concurrency_id": lanes.BATCH_LANE}
+        batch_api = {"outputs": [c.batch_table, c.batch_csv], "api_name": "batch", **batch_lane}
+        api_batch.click(page.batch, inputs=[c.batch_in, *calibrated_by], **batch_api)
         gr.api(page.ping, api_name="ping", api_visibility="undocumented")
 
         private = {"api_visibility": "private"}
         cleared = [*page.view, c.last]
-        shown = [*cleared, c.adapt_label, c.adapt_text]
+        on_record = [c.record, c.record_box, c.record_text, c.record_trend, c.record_csv]
+        shown = [*cleared, c.adapt_label, c.adapt_text, *on_record]
         analyze_btn.click(page.start_analysis, inputs=[c.audio], outputs=cleared, queue=False, **private).then(
-            page.show_analysis, inputs=[c.audio, c.show_map, c.session], outputs=shown, **private
+            page.show_analysis, inputs=[c.audio, c.show_map, c.session, c.record], outputs=shown, **private
         )
         analyze_image_btn.click(
             page.start_analysis, inputs=[c.image], outputs=cleared, queue=False, **private
-        ).then(page.show_image_analysis, inputs=[c.image, c.show_map, c.session], outputs=shown, **private)
+        ).then(page.show_image_analysis, inputs=[c.image, c.show_map, c.session, c.record], outputs=shown, **private)
         if examples is not None:
             examples.cache_event.then(
                 page.refresh_after_example, inputs=[c.audio, c.show_map, c.session], outputs=shown, **private
@@ -280,8 +278,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
             page.show_batch,
             inputs=[c.batch_in, c.session],
             outputs=[c.batch_table, c.batch_rows, c.batch_csv, c.batch_trend, c.batch_status],
-            concurrency_limit=lanes.BATCH_LIMIT,
-            concurrency_id=lanes.BATCH_LANE,
+            **batch_lane,
             **private,
         )
 
@@ -304,22 +301,21 @@ def build(runtime: Runtime) -> SimpleNamespace:
         calibrated = [*changed, c.maintenance, c.severe, c.calibration_status, c.calibration_file, c.stored]
         calibrate_btn.click(
             page.calibrate,
-            inputs=[c.calibration_in, c.calibration_name, c.show_map, c.session, c.last],
+            inputs=[c.calibration_in, c.calibration_name, c.show_map, c.session, c.last, c.record],
             outputs=calibrated,
-            concurrency_limit=lanes.BATCH_LIMIT,
-            concurrency_id=lanes.BATCH_LANE,
+            **batch_lane,
             **private,
         )
         c.calibration_upload.upload(
             page.load_calibration_file,
-            inputs=[c.calibration_upload, c.calibration_name, c.show_map, c.session, c.last],
+            inputs=[c.calibration_upload, c.calibration_name, c.show_map, c.session, c.last, c.record],
             outputs=calibrated,
             **private,
         )
         forget_btn.click(
-            page.forget_calibration, inputs=[c.show_map, c.session, c.last], outputs=calibrated, **private
+            page.forget_calibration, inputs=[c.show_map, c.session, c.last, c.record], outputs=calibrated, **private
         )
-        demo.load(page.restore, inputs=[c.stored, c.show_map], outputs=calibrated, **private)
+        demo.load(page.restore, inputs=[c.stored, c.show_map, c.record], outputs=calibrated, **private)
 
         live_outputs = [c.live_state, c.live_label, c.live_gauge, c.live_timeline, c.live_status, c.live_alarms]
         c.live_in.start_recording(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from anomaly.ui.record import RECORD_KEY
 from anomaly.ui.session import STORAGE_KEY
 
 pytestmark = pytest.mark.browser
@@ -89,6 +90,15 @@ def upload(page, target: str, files: list[Path]) -> None:
     expect(page.locator(f"{target} .uploading")).to_have_count(0)
 
 
+def load_clip(page, clip: Path) -> None:
+    """A 10 s recording into the Analyze tab's player, loaded once the player shows its length (the player
+    shows the file's name only for a moment, if at all)."""
+    assert sf.info(str(clip)).duration == 10.0
+    page.locator("#audio-input input[type=file]").set_input_files(str(clip))
+    expect(page.locator("#audio-input")).to_contain_text("0:10")
+    expect(page.locator("#audio-input .uploading")).to_have_count(0)
+
+
 def stored(page, key: str) -> str | None:
     return page.evaluate("(key) => localStorage.getItem(key)", key)
 
@@ -130,10 +140,55 @@ def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_ur
             open_tab(page, "adapt", "Adapt to my machine")
             expect(page.locator("#calibration-status")).not_to_contain_text(MACHINE)
             open_tab(page, "analyze", "Analyze")
-        upload(page, "#audio-input", [ROOT / "examples" / "normal_source.wav"])
+        load_clip(page, ROOT / "examples" / "normal_source.wav")
         page.click("#analyze-button")
         expect(page.locator("#compared-with")).to_contain_text("demo gearbox")
         expect(page.locator("#compared-with")).not_to_contain_text(MACHINE)
         shot(page, tmp_path, "forgotten")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_the_machines_record_after_five_analyses_survives_a_reload(browser, app_url, normals, width, tmp_path):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = open_page(context, app_url)
+        record = page.locator("#machine-record")
+        expect(record).to_be_hidden()  # the demo model keeps no record
+        adapt(page, normals)
+        expect(record).to_contain_text(f"Record of {MACHINE}")
+        expect(record).to_contain_text("No readings yet")
+        load_clip(page, ROOT / "examples" / "normal_source.wav")
+        for n in range(1, 6):
+            page.click("#analyze-button")
+            expect(record).to_contain_text(f"{n} reading{'s' if n > 1 else ''} from")
+        points = page.locator("#record-trend .record-point")
+        expect(points).to_have_count(5)
+        expect(page.locator("#record-trend .trend-threshold")).to_have_count(2)
+        expect(page.locator("#record-csv")).to_contain_text("machine-record")
+        assert stored(page, RECORD_KEY) is not None
+        # Its text is readable on a phone: at least 12 px as drawn.
+        smallest = page.evaluate(
+            """() => { const svg = document.querySelector('#record-trend svg');
+                       const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                       return Math.min(...[...svg.querySelectorAll('text')].map(
+                           t => parseFloat(t.getAttribute('font-size')) * scale)); }"""
+        )
+        assert smallest >= 12, f"record text {smallest:.1f} px at {width} px"
+        record.scroll_into_view_if_needed()
+        shot(page, tmp_path, "record")
+
+        reload(page)
+        expect(page.locator("#reference-banner")).to_contain_text(f"Comparing with {MACHINE}")
+        expect(record).to_contain_text("5 readings from")
+        expect(points).to_have_count(5)
+        shot(page, tmp_path, "record-reloaded")
+
+        open_tab(page, "adapt", "Adapt to my machine")
+        page.click("#forget-button")
+        page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=RECORD_KEY)
+        open_tab(page, "analyze", "Analyze")
+        expect(record).to_be_hidden()
     finally:
         context.close()

@@ -11,7 +11,7 @@ import gradio as gr
 
 from anomaly.calibration import Calibration
 from anomaly.detector import Analysis, Detector
-from anomaly.ui import views
+from anomaly.ui import record, views
 from anomaly.ui.limits import MAX_CALIBRATION_FILES, MAX_SECONDS
 from anomaly.ui.page import PageBase, unchanged
 from anomaly.ui.serving import caught
@@ -85,6 +85,7 @@ class AdaptHandlers(PageBase):
         last: Analysis | None,
         *,
         stored: object,
+        kept: object = None,
     ) -> dict:
         c = self.c
         session = Session(calibration=calibration)
@@ -93,6 +94,7 @@ class AdaptHandlers(PageBase):
             c.stored: stored,
             **self._sliders(self.detector(session), last),
             **self._after_change(session, last, show_map, rescore=True),
+            **self._record(kept, self.detector(session)),  # this machine's record, if it has one here
         }
 
     def _kept(self, calibration: Calibration, path: Path) -> object:
@@ -107,6 +109,7 @@ class AdaptHandlers(PageBase):
         show_map: bool,
         session: Session | None,
         last: Analysis | None,
+        kept: object = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio injects it
     ) -> dict:
         """Fit what normal means on the visitor's normal recordings, keep it in the browser, offer the file."""
@@ -128,7 +131,9 @@ class AdaptHandlers(PageBase):
         if failure:
             return {c.calibration_status: f"⚠️ **{failure.title}:** {failure.message}"}
         status = views.calibration_status(calibration, "here")
-        out = self._use_calibration(calibration, status, show_map, last, stored=self._kept(calibration, path))
+        out = self._use_calibration(
+            calibration, status, show_map, last, stored=self._kept(calibration, path), kept=kept
+        )
         return {**out, c.calibration_file: str(path)}
 
     def load_calibration_file(
@@ -138,6 +143,7 @@ class AdaptHandlers(PageBase):
         show_map: bool,
         session: Session | None,
         last: Analysis | None,
+        kept: object = None,
     ) -> dict:
         """Use a calibration file saved earlier (refused unless it was made with this model)."""
         c = self.c
@@ -151,16 +157,26 @@ class AdaptHandlers(PageBase):
         if failure:
             return {c.calibration_status: f"⚠️ **{failure.title}:** {failure.message}"}
         status = views.calibration_status(calibration, f"from {Path(file).name}")
-        out = self._use_calibration(calibration, status, show_map, last, stored=self._kept(calibration, path))
+        out = self._use_calibration(
+            calibration, status, show_map, last, stored=self._kept(calibration, path), kept=kept
+        )
         return {**out, c.calibration_file: str(path)}
 
-    def forget_calibration(self, show_map: bool, session: Session | None, last: Analysis | None) -> dict:
-        """Drop the visitor's calibration (here and in the browser) and hand-set thresholds."""
+    def forget_calibration(
+        self, show_map: bool, session: Session | None, last: Analysis | None, kept: object = None
+    ) -> dict:
+        """Drop the visitor's calibration (here and in the browser), its machine's record and hand-set
+        thresholds."""
         status = "Back to the model's own reference: the synthetic demo gearbox and its thresholds."
+        calibration = session.calibration if session else None
+        if calibration is not None:
+            kept = record.without_machine(kept, record.machine_key(calibration))
+            status += " This machine's calibration and record are gone from this browser."
         out = self._use_calibration(None, status, show_map, last, stored=None)
-        return {**out, self.c.calibration_file: None}
+        # None removes the browser's entry (session.browser_store); gr.skip() leaves it as it was.
+        return {**out, self.c.calibration_file: None, self.c.record: kept if calibration else gr.skip()}
 
-    def restore(self, stored: object, show_map: bool) -> dict:
+    def restore(self, stored: object, show_map: bool, kept: object = None) -> dict:
         """On page load: use the calibration this browser kept, if it still fits the model."""
         c = self.c
         if not stored:
@@ -177,6 +193,6 @@ class AdaptHandlers(PageBase):
             }
         status = views.calibration_status(calibration, "(kept in this browser)")
         return {
-            **self._use_calibration(calibration, status, show_map, None, stored=gr.skip()),
+            **self._use_calibration(calibration, status, show_map, None, stored=gr.skip(), kept=kept),
             c.calibration_file: str(scratch),
         }

@@ -122,15 +122,22 @@ class AnalyzeHandlers(PageBase):
         name = Path(upload).name if upload else None
         return self._cleared(f"Analysing {name}…" if name else "Waiting for a recording")
 
-    def show_analysis(self, audio: str | None, show_map: bool, session: Session | None) -> dict:
-        """The page's Analyze button: the result, or the error in its place."""
-        return self._show(audio, show_map, session, image=False)
+    def show_analysis(
+        self, audio: str | None, show_map: bool, session: Session | None, kept: object = None
+    ) -> dict:
+        """The page's Analyze button: the result, or the error in its place; against the visitor's machine,
+        the result joins the machine's record ``kept`` in the browser."""
+        return self._show(audio, show_map, session, kept, image=False)
 
-    def show_image_analysis(self, image: str | None, show_map: bool, session: Session | None) -> dict:
+    def show_image_analysis(
+        self, image: str | None, show_map: bool, session: Session | None, kept: object = None
+    ) -> dict:
         """The page's Analyze image button: the result, or the error in its place."""
-        return self._show(image, show_map, session, image=True)
+        return self._show(image, show_map, session, kept, image=True)
 
-    def _show(self, upload: str | None, show_map: bool, session: Session | None, *, image: bool) -> dict:
+    def _show(
+        self, upload: str | None, show_map: bool, session: Session | None, kept: object, *, image: bool
+    ) -> dict:
         if not upload:
             if image:
                 return self._cleared("No image", views.error_details("Upload a spectrogram image first."))
@@ -143,7 +150,7 @@ class AnalyzeHandlers(PageBase):
             analysis = self._analysis_of(detector, upload, image=image)
         if failure:
             return self._failed(failure)
-        return self._shown(analysis, detector, show_map)
+        return {**self._shown(analysis, detector, show_map), **self._record(kept, detector, analysis)}
 
     def _shown(self, analysis: Analysis, detector: Detector, show_map: bool) -> dict:
         return {

@@ -13,7 +13,7 @@ import gradio as gr
 
 from anomaly import plots
 from anomaly.detector import Analysis, Detector
-from anomaly.ui import views
+from anomaly.ui import record, views
 from anomaly.ui.limits import MAX_SECONDS
 from anomaly.ui.runtime import Runtime
 from anomaly.ui.session import Session, detector_for
@@ -91,6 +91,32 @@ class PageBase:
             c.compared: "",
             c.adapt_first: gr.Button(visible=False),
             c.last: None,
+        }
+
+    def _record(self, stored: object, detector: Detector, analysis: Analysis | None = None) -> dict:
+        """The machine's record under the verdict, for the visitor's calibration (hidden without one), with
+        ``analysis`` added to it and kept in the browser when given."""
+        c = self.c
+        calibration = detector.calibration
+        if calibration is None:
+            return {c.record_box: gr.Column(visible=False)}
+        key, name = record.machine_key(calibration), record.machine_name(calibration)
+        out = {}
+        if analysis is not None:
+            reading = record.Reading(record.now(), analysis.file, float(analysis.score), analysis.label)
+            stored = out[c.record] = record.with_reading(stored, key, name, reading)
+        machine = record.machines_of(stored).get(key, record.Machine(name))
+        machine = record.Machine(name, machine.readings)  # the name it has now
+        csv_path = None
+        if machine.readings:
+            csv_path = self.runtime.output_path("machine-record.csv")
+            csv_path.write_text(record.csv_text(machine))
+        return {
+            **out,
+            c.record_box: gr.Column(visible=True),
+            c.record_text: record.summary(machine, detector.thresholds),
+            c.record_trend: record.trend_svg(machine, detector.thresholds),
+            c.record_csv: None if csv_path is None else str(csv_path),
         }
 
     def _failed(self, failure) -> dict:
