@@ -61,7 +61,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
     params = detector.params
     c = SimpleNamespace()  # the page's components, by name, for the handlers
     page, live = Page(runtime, c), LivePage(runtime, c)
-    with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S)) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=serving.cache_sweep()) as demo:
         # Per visitor; gradio drops both when the tab closes. The last analysis holds the log-mel and the map
         # (a few MB for a long recording), so it also expires after an hour of inactivity.
         c.session = gr.State(None)
@@ -108,6 +108,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
                                 )
                                 analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
                                 if EXAMPLES:
+                                    serving.serve_examples_in_place(EXAMPLES_DIR)  # never swept
                                     examples = gr.Examples(
                                         examples=[[str(p)] for p in EXAMPLES],
                                         example_labels=[views.example_label(p) for p in EXAMPLES],

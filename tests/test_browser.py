@@ -496,3 +496,36 @@ def test_listen_live_says_so_when_there_is_no_microphone(microphone_browser, app
     finally:
         context.close()
 
+
+
+SWEEP_S, SWEEP_AGE_S = 2, 3  # the app's cache sweep, sped up from minutes to seconds
+
+
+def test_every_example_still_works_after_the_cache_sweep_has_run_twice(browser, launch_app, tmp_path):
+    """gradio's ``delete_cache`` sweep deleted the bundled examples' audio: every later click said "Cannot
+    use this file". Here the sweep runs every 2 s on files older than 3 s, and each example is clicked after
+    it has run at least twice past the examples' age."""
+    import app as app_module
+    from anomaly.ui.serving import ENV_CACHE_SWEEP
+    from anomaly.ui.views import example_label
+
+    examples = app_module.EXAMPLES
+    assert examples, "no bundled examples"
+    with launch_app(tmp_path / "app", **{ENV_CACHE_SWEEP: f"{SWEEP_S},{SWEEP_AGE_S}"}) as server:
+        context = browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.goto(server.url)
+        tab.wait_for_selector("#examples")
+        tab.wait_for_timeout(1000 * (SWEEP_AGE_S + 2 * SWEEP_S + 1))
+        label = verdict(tab, "#label-output")
+        seen = []
+        for clip in examples:
+            tab.locator("#examples").get_by_text(example_label(clip), exact=True).click()
+            expect(tab.locator("#details-output")).to_contain_text(clip.name)
+            expect(label).not_to_have_text("")
+            tab.wait_for_timeout(SWEEP_S * 1000)  # the sweep runs again between clicks
+            seen.append((clip.name, label.inner_text().strip()))
+            assert seen[-1][1] in {*LABELS, UNFAMILIAR_VERDICT}, (seen, server.log_tail())
+        shot(tab, tmp_path, "examples-after-sweep")
+        context.close()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,12 @@ import gradio as gr
 from PIL.Image import DecompressionBombError
 
 from anomaly.errors import AudioInputError, BundleError, CalibrationError, GearboxError, HubError
+from anomaly.ui import limits
 
 log = logging.getLogger("anomaly.ui")
+# "SWEEP,AGE" in seconds: how often gradio's cache sweep runs and how old a file must be to go (default
+# limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S). Tests set a few seconds to see the sweep at work.
+ENV_CACHE_SWEEP = "GEARBOX_CACHE_SWEEP"
 
 INTERNAL_ERROR = "Internal error"
 
@@ -188,6 +193,21 @@ def every_file_to_the_handler(component: gr.File) -> gr.File:
     return component
 
 
+def serve_examples_in_place(folder: Path) -> None:
+    """Serve the bundled example clips from ``folder`` itself rather than from copies in gradio's cache.
+
+    The cache sweep (``delete_cache``) deletes the copies gradio makes of example files (it keeps only
+    files whose component lists them in ``keep_in_cache``, and an Audio example is a bare path, never listed),
+    while ``gr.Examples`` remembers each copy's path for good: once swept, every click on that example
+    failed with "no such file" until a restart. Static files are never copied, so the sweep never owns them.
+    """
+    from gradio.utils import is_static_file
+
+    folder = Path(folder).resolve()
+    if not is_static_file(folder):  # build() may run more than once in a process (tests)
+        gr.set_static_paths([folder])
+
+
 def example_in_api_docs(component: gr.components.Component, example: Path, *, repo_root: Path) -> None:
     """Show a bundled example in the API page's code snippets instead of gradio's generic sample file.
 
@@ -317,6 +337,20 @@ HEAD = """
 })();
 </script>
 """.replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
+
+
+def cache_sweep(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``delete_cache`` for the Blocks: (every how many seconds, files older than how many seconds)."""
+    text = (os.environ if environ is None else environ).get(ENV_CACHE_SWEEP, "").strip()
+    if not text:
+        return limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S
+    try:
+        sweep, age = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{ENV_CACHE_SWEEP} must be two whole numbers of seconds, SWEEP,AGE; got {text!r}") from None
+    if sweep <= 0 or age <= 0:
+        raise ValueError(f"{ENV_CACHE_SWEEP} must be positive; got {text!r}")
+    return sweep, age
 
 
 def examples_cache_is_complete(folder: Path, n_examples: int) -> bool:
