@@ -342,7 +342,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         c.live_in.stop_recording(
             live.stop,
             inputs=[c.live_state, c.session],
-            outputs=[c.live_state, c.live_summary, c.live_csv, c.live_worst, c.live_status],
+            outputs=[c.live_state, c.live_label, c.live_summary, c.live_csv, c.live_worst, c.live_status],
             **private,
         )
 

@@ -41,6 +41,8 @@ LABEL_COLOURS = {
 ZONE_NAMES = {LABELS[0]: "Normal", LABELS[1]: "Needs maintenance", LABELS[2]: "Severe"}
 INK = "#1f2933"
 MUTED = "#6b7785"
+# The zones drawn for an unfamiliar verdict: the thresholds still show, but no zone has a severity's colour.
+NEUTRAL_ZONE_COLOURS = {LABELS[0]: "#e4e7eb", LABELS[1]: "#cbd2d9", LABELS[2]: "#b0b9c3"}
 GRID = "#e4e7eb"
 
 # Text in the raster pictures. They are about 900 px wide and shown 360 to 400 px wide on a phone, where

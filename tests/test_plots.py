@@ -20,6 +20,7 @@ from anomaly.plots import (
     LABEL_COLOURS,
     MAGMA,
     MUTED,
+    NEUTRAL_ZONE_COLOURS,
     SCALE_CAP_SEVERE,
     ZONE_NAMES,
     log_ticks,
@@ -27,7 +28,7 @@ from anomaly.plots import (
     score_scale,
     zone_colour,
 )
-from anomaly.scoring import LABELS, Thresholds
+from anomaly.scoring import LABELS, UNFAMILIAR, Thresholds
 from anomaly.spectrogram_plot import MAP_COLOUR, MAP_FULL_STD, anomaly_alpha, spectrogram_picture
 
 PARAMS = FeatureParams()
@@ -218,6 +219,9 @@ def test_timeline_of_an_unfamiliar_recording_is_grey_like_its_verdict():
     assert not bar_heights(unfamiliar, GREEN) and not bar_heights(unfamiliar[FONT_PX * 2 :], RED)
     familiar = window_timeline(times, scores, thresholds, PARAMS.window_seconds)
     assert pixels_like(unfamiliar, MUTED).sum() > pixels_like(familiar, MUTED).sum() + 2000  # the bars
+    # The threshold lines too: nothing amber or red in the picture of an unfamiliar recording.
+    assert pixels_like(unfamiliar, AMBER).sum() == 0 and pixels_like(unfamiliar, RED).sum() == 0
+    assert pixels_like(familiar, AMBER).sum() > 100
 
 
 def test_timeline_shows_scores_from_a_tenth_to_thirty():
@@ -381,6 +385,12 @@ def test_gauge_of_an_unfamiliar_machine_is_grey_not_red():
     assert marker["css"]["color"] == number["css"]["color"] == MUTED
     assert "unfamiliar" in page.elements[0]["aria-label"]
     assert RED not in (marker["style"] + number["style"])
+    # The needle is not in a coloured zone: the zones and their swatches are shades of grey.
+    assert not any(colour in text for colour in (GREEN, AMBER, RED))
+    zones = page.of("gauge-zone")
+    assert [z["css"]["background"] for z in zones] == [NEUTRAL_ZONE_COLOURS[label] for label in LABELS]
+    assert "gauge-neutral" in page.elements[0]["classes"]
+    assert all(colour in gauge_html(30.0, BUNDLED) for colour in (GREEN, AMBER, RED))
 
 
 def test_gauge_styles_are_scoped_and_text_escaped():
@@ -464,6 +474,19 @@ def test_trend_marks_failed_files_and_escapes_names():
     assert failed.find(f"{SVG}path").get("stroke") == MUTED
     # Off the scale: a triangle at the top rather than a circle somewhere above the picture.
     assert found[3].find(f"{SVG}circle") is None and found[3].find(f"{SVG}path").get("fill") == RED
+
+
+def test_trend_draws_unfamiliar_files_grey_like_the_table():
+    labels = ["NORMAL", "Unfamiliar machine: adapt first", None, "SEVERE ANOMALY"]
+    names = ["a.wav", "b.wav", "c.wav", "d.wav"]
+    svg = ET.fromstring(batch_trend_svg(names, [0.5, 30.0, None, 30.0], BUNDLED, labels))
+    found = points(svg)
+    assert [g.get("data-zone") for g in found] == ["NORMAL", UNFAMILIAR, None, "SEVERE ANOMALY"]
+    assert found[1].find(f"{SVG}circle").get("fill") == MUTED
+    assert found[1].find(f"{SVG}title").text == f"b.wav: 30.0 ({UNFAMILIAR})"
+    assert found[3].find(f"{SVG}circle").get("fill") == RED
+    with pytest.raises(ValueError):
+        batch_trend_svg(["a.wav"], [1.0], BUNDLED, ["NORMAL", "NORMAL"])
 
 
 def test_trend_of_no_files_and_mismatched_lists():
