@@ -76,7 +76,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         gr.Markdown(views.training_note(detector), elem_id="synthetic-note")
         gr.Markdown(views.header_model_text(detector), elem_id="model-line")
 
-        with gr.Tabs() as c.tabs:
+        with gr.Tabs(overflow_behavior="wrap") as c.tabs:  # on a phone, a second row rather than a menu
             with gr.Tab("Analyze", id="analyze"):
                 c.banner = gr.Markdown("", elem_id="reference-banner")
                 # Outputs first (rendered below), so that the examples next to the input can name them.

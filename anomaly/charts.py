@@ -16,6 +16,8 @@ from anomaly.plots import (
     INK,
     LABEL_COLOURS,
     MUTED,
+    PICTURE_WIDTH_PX,
+    TIMELINE_HEIGHT_PX,
     dashed_hline,
     draw_vertical_title,
     format_score,
@@ -36,8 +38,8 @@ def window_timeline(
     thresholds: Thresholds,
     window_seconds: float,
     *,
-    width_px: int = 900,
-    height_px: int = 300,
+    width_px: int = PICTURE_WIDTH_PX,
+    height_px: int = TIMELINE_HEIGHT_PX,
     time_range_s: tuple[float, float] | None = None,
     xlabel: str = "time (s)",
     familiar: bool = True,
@@ -143,14 +145,15 @@ def window_timeline(
             ("severe", thresholds.severe, LABELS[2]),
         )
     ]
-    swatch, gap = 34, 8
-    x = left
+    # It starts at the left edge, so that it ends before the app's buttons over the top-right corner.
+    swatch, gap = 26, 6
+    x = 8
     y = legend_top + FONT_PX // 2 + 2
     for text, colour in items:
-        dashed_hline(draw, x, x + swatch, y, colour, dash=10, gap=4)
+        dashed_hline(draw, x, x + swatch, y, colour, dash=8, gap=3)
         x += swatch + gap
         draw.text((x, y), text, font=font, fill=INK, anchor="lm")
-        x += text_width(text) + 24
+        x += text_width(text) + 18
 
     draw_vertical_title(canvas, "score", 8, top + plot_h // 2)
     time_axis(draw, left, plot_right, plot_bottom, t0, t1, xlabel, height_px)

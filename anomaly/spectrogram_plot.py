@@ -14,7 +14,9 @@ from anomaly.plots import (
     FONT_PX,
     INK,
     MAGMA,
+    PICTURE_WIDTH_PX,
     SMALL_FONT_PX,
+    SPECTROGRAM_HEIGHT_PX,
     TOP_BAND_PX,
     draw_vertical_title,
     linear_ticks,
@@ -70,8 +72,8 @@ def spectrogram_picture(
     anomaly_map: np.ndarray | None = None,
     *,
     title: str | None = None,
-    width_px: int = 900,
-    height_px: int = 360,
+    width_px: int = PICTURE_WIDTH_PX,
+    height_px: int = SPECTROGRAM_HEIGHT_PX,
 ) -> np.ndarray:
     """The log-mel spectrogram (time to the right, low frequencies at the bottom), optionally with the
     anomaly map laid over it in cyan where the recording departs from normal.

@@ -263,6 +263,9 @@ CSS = """
 #details-output table { font-size: 0.92em; }
 .gauge-note { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 0.4em; }
 footer { margin-top: 1em; }
+/* An upload box's label wraps before its download / share / clear buttons rather than running under them. */
+#audio-input:has(.icon-button-wrapper) [data-testid=block-label],
+#image-input:has(.icon-button-wrapper) [data-testid=block-label] { max-width: calc(100% - 96px); }
 /* Tab names wrap to a second line on a phone instead of widening the page beyond the screen. */
 .tab-container:not(.visually-hidden) { flex-wrap: wrap; }
 @media (max-width: 640px) {
@@ -334,6 +337,38 @@ HEAD = """
       throw error;
     }
   };
+})();
+</script>
+<script>
+// After Analyze (or an example) the verdict comes into view: on a phone it sits a screen and a half below
+// the button, and without this Analyze seemed to do nothing. It scrolls once the new verdict is shown
+// (the label and the details' heading differ from before the click, or were cleared in between), and only
+// when the verdict card is not already on the screen.
+(() => {
+  const TRIGGERS = "#analyze-button, #analyze-image-button, #examples button";
+  const shown = () => ["#label-output [data-testid=label-output-value]", "#details-output h4"]
+    .map(q => (document.querySelector(q)?.textContent || "").trim());
+  let before = null, cleared = false, since = 0;
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest(TRIGGERS)) return;
+    before = shown().join("|"); cleared = false; since = Date.now();
+  }, true);
+  const bringIntoView = () => {
+    const card = document.getElementById("verdict-card");
+    if (!card) return;
+    const box = card.getBoundingClientRect();
+    if (box.top >= 0 && box.top + Math.min(box.height, innerHeight / 2) <= innerHeight) return;
+    card.scrollIntoView({ behavior: "smooth", block: "start" });
+  };
+  new MutationObserver(() => {
+    if (before === null) return;
+    if (Date.now() - since > 180000) { before = null; return; }
+    const [label, heading] = shown();
+    if (!label) { cleared = true; return; }
+    if (!cleared && `${label}|${heading}` === before) return;
+    before = null;
+    requestAnimationFrame(bringIntoView);
+  }).observe(document.documentElement, { subtree: true, childList: true, characterData: true });
 })();
 </script>
 """.replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
