@@ -605,3 +605,31 @@ def test_every_example_still_works_after_the_cache_sweep_has_run_twice(browser, 
             assert seen[-1][1] in {*LABELS, UNFAMILIAR_VERDICT}, (seen, server.log_tail())
         shot(tab, tmp_path, "examples-after-sweep")
         context.close()
+
+
+def test_listen_live_says_so_when_no_sound_reaches_the_app(microphone_browser, app_url, tmp_path):
+    """The microphone records but its chunks never reach the server (a stuck connection, here requests held
+    back and never answered): within a few seconds the live tab says that no sound has reached the app,
+    instead of waiting in silence."""
+    from anomaly.ui.scripts import LIVE_STALL_S
+
+    held = []  # requests never let through: the connection hangs
+    context, page = _live_page(microphone_browser, app_url, "")
+    try:
+        page.route("**/gradio_api/queue/join*", lambda route: held.append(route))
+        page.route("**/gradio_api/stream/**", lambda route: held.append(route))
+        page.locator("#live-input").get_by_role("button", name="Record").click()
+        expect(page.locator("#live-status")).to_contain_text("Waiting for sound")
+        problem = page.locator("#live-mic-problem")
+        expect(problem).to_be_visible(timeout=(LIVE_STALL_S + 10) * 1000)
+        expect(problem).to_contain_text("no sound has reached the app")
+        expect(verdict(page, "#live-label")).not_to_have_text(LABELS[0])
+        assert held, "no chunk was sent"
+        _screenshots(page, tmp_path, "live-stalled")
+        # The connection comes back: the message goes as soon as the server is heard from again.
+        page.unroute("**/gradio_api/queue/join*")  # lets the held requests through
+        page.unroute("**/gradio_api/stream/**")
+        expect(page.locator("#live-status")).not_to_contain_text("Waiting for sound")
+        expect(problem).to_be_hidden()
+    finally:
+        context.close()

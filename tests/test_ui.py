@@ -294,6 +294,19 @@ def test_an_unfamiliar_clip_gets_the_neutral_verdict_and_the_adapt_button(app, t
     assert np.array_equal(out[c.spectrogram], plain)
 
 
+def test_an_8_khz_wav_is_told_to_record_again_not_to_upload_a_wav(app, tmp_path):
+    """The refusal of a low sample rate named the cure "upload WAV or FLAC" to someone whose WAV it was."""
+    import librosa
+
+    wave, _ = synthesize_clip("source", "normal", 32)
+    path = tmp_path / "phone_line.wav"
+    sf.write(path, librosa.resample(wave, orig_sr=16000, target_sr=8000, res_type="fft"), 8000, subtype="PCM_16")
+    out = call(app, app.page.show_analysis, str(path), True, None)
+    message = out[app.c.details]
+    assert "phone_line.wav" in message and "record again at 16 kHz or more" in message
+    assert "upload WAV" not in message
+
+
 # --- Listen live ---------------------------------------------------------------------------------------------
 
 
@@ -360,6 +373,21 @@ def test_stop_after_a_fault_that_passed_says_the_fault_not_the_last_reading(app)
     assert headline == f"{worst} {share:.0f} % of the time"
     assert stop[c.live_label].color == LABEL_COLOURS[worst]
     assert f"**Worst level heard: {worst}**, {share:.0f} % of the time (" in stop[c.live_summary]
+
+
+def test_before_the_first_verdict_the_page_says_how_much_has_been_heard(app):
+    """The first verdict needs a full window of sound: until then every chunk says how far it is, so the
+    page never sits at "Waiting" while sound arrives; Stop before it says exactly why nothing was scored."""
+    c, live_page = app.c, app.live
+    live = call(app, live_page.start, None)[c.live_state]
+    chunks = _mic_chunks(1.0, 0.5, 0.5)[:2]  # 1 s: half the first window
+    statuses = [call(app, live_page.listen, chunk, live, None)[c.live_status] for chunk in chunks]
+    assert statuses == [
+        f"Listening: {0.5 * (i + 1):.1f} s heard; the first verdict comes once {live.window_s:.1f} s have been heard."
+        for i in range(len(chunks))
+    ]
+    summary = call(app, live_page.stop, live, None)[c.live_summary]
+    assert f"only {live.heard_s:.2f} s of sound arrived, and the first verdict needs {live.window_s:.2f} s" in summary
 
 
 def test_bad_chunks_keep_the_stream_alive_and_say_what_is_wrong(app):

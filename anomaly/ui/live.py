@@ -26,6 +26,9 @@ from anomaly.ui.views import UNFAMILIAR_VERDICT, verdict_colour
 log = logging.getLogger("anomaly.ui")
 
 
+LISTENING = "Listening…"
+
+
 def live_verdict(reading: LiveReading | None) -> str:
     """What the verdict box says: the label, or in a few words what is wrong with the sound."""
     if reading is None:
@@ -63,8 +66,13 @@ def live_status(live: LiveSession, elapsed_ms: float | None = None) -> str:
     """One line on what is happening, with the full text of any problem."""
     r = live.last
     heard = f"Listening: {live.heard_s:.0f} s heard."
-    if r is None:
+    if r is None and live.heard_s <= 0:
         return f"Waiting for sound from the microphone; the first verdict comes {live.window_s:.1f} s after it starts."
+    if r is None:
+        return (
+            f"Listening: {live.heard_s:.1f} s heard; the first verdict comes once {live.window_s:.1f} s have been "
+            "heard."
+        )
     if r.problem is not None:
         return f"{heard} ⚠️ {r.problem}"
     line = f"{heard} Last {live.window_s:.1f} s: score **{r.score:.2f}** -> **{r.label}**"
@@ -92,10 +100,11 @@ def live_summary(live: LiveSession) -> str:
     """The stop summary, for people."""
     facts = live.summary()
     if not facts["readings"] or not session_shares(live):
-        return (
-            f"#### Summary\nNothing was scored: {live.heard_s:.1f} s were heard, and the first verdict needs "
-            f"{live.window_s:.1f} s."
-        )
+        if live.heard_s <= 0:
+            why = "no sound reached the app from the microphone (is it allowed, and is this page still online?)"
+        else:
+            why = f"only {live.heard_s:.2f} s of sound arrived, and the first verdict needs {live.window_s:.2f} s"
+        return f"#### Summary\nNothing was scored: {why}."
     seconds_at = facts["seconds_at"]
     shares = session_shares(live)
     rows = [f"| {level} | {seconds_at[level]:.0f} s | {share:.0f} % |" for level, share in shares]
@@ -189,6 +198,8 @@ class LivePage:
             with self.runtime.priority.interactive():
                 readings = live.feed(data, sr, detector)
             if not readings:
+                if live.last is None:  # before the first verdict, say how far it is (the page knows it is alive)
+                    return {c.live_state: live, c.live_label: self._label(LISTENING), c.live_status: live_status(live)}
                 return {c.live_state: live}
             out = {
                 c.live_state: live,
