@@ -153,5 +153,6 @@ def spectrogram_picture(
         y = round(plot_bottom - (value - params.db_min) / (params.db_max - params.db_min) * plot_h)
         draw.line([(bar_left + bar_px, y), (bar_left + bar_px + 4, y)], fill=INK, width=2)
         draw.text((bar_left + bar_px + 7, y), f"{value:g}", font=small, fill=INK, anchor="lm")
-    draw.text((bar_left + bar_px // 2, top - 8), "dB", font=small, fill=INK, anchor="md")
+    # The unit goes under the tick values: above the bar it sat under the app's buttons on a phone.
+    draw.text((bar_left + bar_px + 7, plot_bottom + 9), "dB", font=small, fill=INK, anchor="lt")
     return np.array(canvas)
