@@ -63,7 +63,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
     params = detector.params
     c = SimpleNamespace()  # the page's components, by name, for the handlers
     page, live = Page(runtime, c), LivePage(runtime, c)
-    with gr.Blocks(title=TITLE, delete_cache=(limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S)) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=serving.cache_sweep()) as demo:
         # Per visitor; gradio drops both when the tab closes. The last analysis holds the log-mel and the map
         # (a few MB for a long recording), so it also expires after an hour of inactivity.
         c.session = gr.State(None)
@@ -79,7 +79,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         gr.Markdown(views.training_note(detector), elem_id="synthetic-note")
         gr.Markdown(views.header_model_text(detector), elem_id="model-line")
 
-        with gr.Tabs() as c.tabs:
+        with gr.Tabs(overflow_behavior="wrap") as c.tabs:  # on a phone, a second row rather than a menu
             with gr.Tab("Analyze", id="analyze"):
                 c.banner = gr.Markdown("", elem_id="reference-banner")
                 # Outputs first (rendered below), so that the examples next to the input can name them.
@@ -110,6 +110,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
                                 )
                                 analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
                                 if EXAMPLES:
+                                    serving.serve_examples_in_place(EXAMPLES_DIR)  # never swept
                                     examples = gr.Examples(
                                         examples=[[str(p)] for p in EXAMPLES],
                                         example_labels=[views.example_label(p) for p in EXAMPLES],
@@ -339,7 +340,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         c.live_in.stop_recording(
             live.stop,
             inputs=[c.live_state, c.session],
-            outputs=[c.live_state, c.live_summary, c.live_csv, c.live_worst, c.live_status],
+            outputs=[c.live_state, c.live_label, c.live_summary, c.live_csv, c.live_worst, c.live_status],
             **private,
         )
 

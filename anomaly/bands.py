@@ -136,7 +136,8 @@ def shared_bands(
             name,
             f"the recording carries sound only up to about {heard_hz / 1000:.1f} kHz (a low sample "
             f"rate or a lossy codec); the model listens up to {top_hz:.1f} kHz and needs sound up to "
-            f"at least {MIN_BAND_HZ / 1000:.1f} kHz: record at 16 kHz or more, or upload WAV or FLAC",
+            f"at least {MIN_BAND_HZ / 1000:.1f} kHz: record again at 16 kHz or more, without a lossy "
+            "codec (converting this file to WAV or FLAC cannot bring back sound it never carried)",
         )
     note = (
         f"This recording carries sound up to about {heard_hz / 1000:.1f} kHz (a lossy codec or a low "

@@ -16,6 +16,8 @@ from anomaly.plots import (
     INK,
     LABEL_COLOURS,
     MUTED,
+    PICTURE_WIDTH_PX,
+    TIMELINE_HEIGHT_PX,
     dashed_hline,
     draw_vertical_title,
     format_score,
@@ -27,7 +29,7 @@ from anomaly.plots import (
     time_axis,
     zone_colour,
 )
-from anomaly.scoring import LABELS, Thresholds
+from anomaly.scoring import LABELS, UNFAMILIAR, Thresholds
 
 
 def window_timeline(
@@ -36,14 +38,15 @@ def window_timeline(
     thresholds: Thresholds,
     window_seconds: float,
     *,
-    width_px: int = 900,
-    height_px: int = 300,
+    width_px: int = PICTURE_WIDTH_PX,
+    height_px: int = TIMELINE_HEIGHT_PX,
     time_range_s: tuple[float, float] | None = None,
     xlabel: str = "time (s)",
     familiar: bool = True,
 ) -> np.ndarray:
-    """Score of every analysis window over time, coloured by the label it would get on its own (grey, like
-    the verdict, when the recording is ``familiar=False``: its scores measure an unknown machine).
+    """Score of every analysis window over time, coloured by the label it would get on its own (grey bars and
+    threshold lines, like the verdict, when ``familiar=False``: the verdict is unfamiliar, and its scores
+    measure an unknown machine).
 
     One bar per window, centred on it (windows overlap, so bars are drawn narrower than the window);
     dashed lines mark the two thresholds, named in a legend at the top. Scores are on a log scale
@@ -112,8 +115,9 @@ def window_timeline(
         if score > high:
             overflow.append((x0, x1, score, colour))
 
+    line_colours = LABEL_COLOURS if familiar else {label: MUTED for label in LABELS}
     for value, label in ((thresholds.maintenance, LABELS[1]), (thresholds.severe, LABELS[2])):
-        dashed_hline(draw, left, plot_right, y_of(value), LABEL_COLOURS[label])
+        dashed_hline(draw, left, plot_right, y_of(value), line_colours[label])
     draw.line([(left, top), (left, plot_bottom)], fill=INK, width=2)
     draw.line([(left, plot_bottom), (plot_right, plot_bottom)], fill=INK, width=2)
 
@@ -135,20 +139,21 @@ def window_timeline(
 
     # Legend at the top left: the app shows no label over the picture, and its buttons sit at the top right.
     items = [
-        (f"{name} {format_score(value)}", LABEL_COLOURS[label])
+        (f"{name} {format_score(value)}", line_colours[label])
         for name, value, label in (
             ("maintenance", thresholds.maintenance, LABELS[1]),
             ("severe", thresholds.severe, LABELS[2]),
         )
     ]
-    swatch, gap = 34, 8
-    x = left
+    # It starts at the left edge, so that it ends before the app's buttons over the top-right corner.
+    swatch, gap = 26, 6
+    x = 8
     y = legend_top + FONT_PX // 2 + 2
     for text, colour in items:
-        dashed_hline(draw, x, x + swatch, y, colour, dash=10, gap=4)
+        dashed_hline(draw, x, x + swatch, y, colour, dash=8, gap=3)
         x += swatch + gap
         draw.text((x, y), text, font=font, fill=INK, anchor="lm")
-        x += text_width(text) + 24
+        x += text_width(text) + 18
 
     draw_vertical_title(canvas, "score", 8, top + plot_h // 2)
     time_axis(draw, left, plot_right, plot_bottom, t0, t1, xlabel, height_px)
@@ -189,20 +194,27 @@ TREND_FONT = 19
 TREND_MAX_PX = 720
 
 
-def batch_trend_svg(names: list[str], scores: list[float | None], thresholds: Thresholds) -> str:
+def batch_trend_svg(
+    names: list[str],
+    scores: list[float | None],
+    thresholds: Thresholds,
+    labels: list[str | None] | None = None,
+) -> str:
     """The batch's scores in upload order as an inline SVG (``viewBox``, 100 % wide) for ``gr.HTML``.
 
     x is the file's place in the batch (1..N), y its score on the log scale of ``score_scale``; the two
     thresholds are dashed lines, named with their values in a legend above the plot; points take the colour
     of their zone, and a score beyond the cap is a triangle at the top. Files that failed (score None) are
-    grey crosses on the x axis. Every point's ``<title>`` says "file name: score (LABEL)" (or "file name:
-    failed"), which browsers show when the pointer is anywhere in the file's column.
+    grey crosses on the x axis. ``labels`` (optional, one per file, as the table shows them) makes a file
+    whose verdict is not one of the three levels (unfamiliar) a grey point, as the table's grey cell.
+    Every point's ``<title>`` says "file name: score (LABEL)" (or "file name: failed"), which browsers show
+    when the pointer is anywhere in the file's column.
 
     Classes: ``trend`` (the ``<svg>``), ``trend-point`` (one ``<g>`` per file, with ``trend-failed`` for
     a failure), ``trend-threshold``.
     """
-    if len(names) != len(scores):
-        raise ValueError(f"{len(names)} names for {len(scores)} scores")
+    if len(names) != len(scores) or (labels is not None and len(labels) != len(names)):
+        raise ValueError(f"{len(names)} names for {len(scores)} scores and {len(labels or names)} labels")
     n = len(names)
     values = [float(s) if s is not None and math.isfinite(s) else None for s in scores]
     low, high = score_scale(thresholds, [v for v in values if v is not None])
@@ -290,7 +302,7 @@ def batch_trend_svg(names: list[str], scores: list[float | None], thresholds: Th
     radius = min(6.0, max(2.5, 0.35 * (plot_w - 2 * inset) / max(n - 1, 1)))
     # A point is small; its whole column, top to bottom, answers the pointer with the file's name.
     column = (plot_w - 2 * inset) / max(n - 1, 1) if n > 1 else plot_w
-    for i, (name, v) in enumerate(zip(names, values, strict=True), start=1):
+    for i, (name, v, shown) in enumerate(zip(names, values, labels or [None] * n, strict=True), start=1):
         x = x_of(i)
         hit = (
             f'<rect x="{f(x - column / 2)}" y="{top}" width="{f(column)}" height="{f(plot_h)}" '
@@ -309,6 +321,8 @@ def batch_trend_svg(names: list[str], scores: list[float | None], thresholds: Th
             continue
         label = thresholds.label(v)
         colour = LABEL_COLOURS[label]
+        if shown is not None and shown not in LABELS:  # unfamiliar: no severity, grey as in the table
+            label, colour = UNFAMILIAR, MUTED
         if v > high:
             r = radius + 1
             shape = (

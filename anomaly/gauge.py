@@ -17,6 +17,7 @@ from anomaly.plots import (
     INK,
     LABEL_COLOURS,
     MUTED,
+    NEUTRAL_ZONE_COLOURS,
     ZONE_NAMES,
     format_score,
     scale_position,
@@ -75,8 +76,10 @@ def gauge_html(score: float | None, thresholds: Thresholds, *, familiar: bool = 
     ----------
     score : the anomaly score; None (or not finite) draws the bar without a marker.
     thresholds : where the zones start.
-    familiar : False when the machine does not sound like the reference (the verdict is "unfamiliar"):
-        the marker and the number are then grey (``MUTED``), not the colour of a zone.
+    familiar : False when the verdict is "unfamiliar" (the machine does not sound like the reference, so
+        the score says nothing about its health): the zones are then shades of grey
+        (``NEUTRAL_ZONE_COLOURS``) and the marker and the number grey (``MUTED``), so that no colour
+        suggests a severity the verdict does not give.
 
     Classes: ``gauge``, ``gauge-bar``, ``gauge-zone``, ``gauge-threshold-label``, ``gauge-marker``,
     ``gauge-score``, ``gauge-overflow``, ``gauge-zone-name``.
@@ -87,9 +90,10 @@ def gauge_html(score: float | None, thresholds: Thresholds, *, familiar: bool = 
     positions = [scale_position(v, low, high) for v in bounds]
     positions[0], positions[-1] = 0.0, 1.0
 
+    fills = LABEL_COLOURS if familiar else NEUTRAL_ZONE_COLOURS
     zones = "".join(
         f'<div class="gauge-zone" data-zone="{html.escape(label)}" title="{html.escape(ZONE_NAMES[label])}" '
-        f'style="left:{_pct(a)};width:{_pct(b - a)};background:{LABEL_COLOURS[label]}"></div>'
+        f'style="left:{_pct(a)};width:{_pct(b - a)};background:{fills[label]}"></div>'
         for label, a, b in zip(LABELS, positions[:-1], positions[1:], strict=True)
     )
     m, s = positions[1], positions[2]
@@ -109,7 +113,7 @@ def gauge_html(score: float | None, thresholds: Thresholds, *, familiar: bool = 
     )
     legend = "".join(
         f'<span class="gauge-zone-name" data-zone="{html.escape(label)}">'
-        f'<span class="gauge-swatch" style="background:{LABEL_COLOURS[label]}"></span>'
+        f'<span class="gauge-swatch" style="background:{fills[label]}"></span>'
         f"{html.escape(ZONE_NAMES[label])}</span>"
         for label in LABELS
     )
@@ -137,7 +141,8 @@ def gauge_html(score: float | None, thresholds: Thresholds, *, familiar: bool = 
         f"severe from {format_score(thresholds.severe)}"
     )
     return (
-        f'<div class="gauge" role="img" aria-label="{html.escape(summary)}">{GAUGE_STYLE}'
+        f'<div class="gauge{"" if familiar else " gauge-neutral"}" role="img" '
+        f'aria-label="{html.escape(summary)}">{GAUGE_STYLE}'
         f'<div class="gauge-score-row">{score_row or "&nbsp;"}</div>'
         f'<div class="gauge-track"><div class="gauge-bar">{zones}</div>{ticks}{marker}</div>'
         f'<div class="gauge-thresholds">{threshold_labels}</div>'

@@ -41,13 +41,20 @@ LABEL_COLOURS = {
 ZONE_NAMES = {LABELS[0]: "Normal", LABELS[1]: "Needs maintenance", LABELS[2]: "Severe"}
 INK = "#1f2933"
 MUTED = "#6b7785"
+# The zones drawn for an unfamiliar verdict: the thresholds still show, but no zone has a severity's colour.
+NEUTRAL_ZONE_COLOURS = {LABELS[0]: "#e4e7eb", LABELS[1]: "#cbd2d9", LABELS[2]: "#b0b9c3"}
 GRID = "#e4e7eb"
 
-# Text in the raster pictures. They are about 900 px wide and shown 360 to 400 px wide on a phone, where
-# 24 px become 10 to 11 px: about the smallest that stays legible.
+# The raster pictures' size and text. A phone at 390 px shows them about 326 px wide, where 24 px of a
+# 600 px picture become 13 px (12 px is the least asked for); at 900 px wide the same text was 9 px.
+PICTURE_WIDTH_PX = 600
+TIMELINE_HEIGHT_PX, SPECTROGRAM_HEIGHT_PX = 250, 320
 FONT_PX = 24
-SMALL_FONT_PX = 21
-TOP_BAND_PX = 40  # the app's image label sits over the picture's top-left corner: keep it free
+SMALL_FONT_PX = 23
+# The app's buttons (full screen, download, share) sit over the picture's top-right corner, about 30 px
+# high on the screen: 56 px of a picture shown 326 px wide on a phone.
+TOP_BAND_PX = 56
+BUTTONS_PX = 150  # how far the buttons reach in from the right, in picture pixels
 # How far the log scale reaches (``score_scale``), in multiples of the thresholds.
 SCALE_BELOW_MAINTENANCE = 4.0
 SCALE_ABOVE_SEVERE = 4.0

@@ -14,7 +14,9 @@ from anomaly.plots import (
     FONT_PX,
     INK,
     MAGMA,
+    PICTURE_WIDTH_PX,
     SMALL_FONT_PX,
+    SPECTROGRAM_HEIGHT_PX,
     TOP_BAND_PX,
     draw_vertical_title,
     linear_ticks,
@@ -70,8 +72,8 @@ def spectrogram_picture(
     anomaly_map: np.ndarray | None = None,
     *,
     title: str | None = None,
-    width_px: int = 900,
-    height_px: int = 360,
+    width_px: int = PICTURE_WIDTH_PX,
+    height_px: int = SPECTROGRAM_HEIGHT_PX,
 ) -> np.ndarray:
     """The log-mel spectrogram (time to the right, low frequencies at the bottom), optionally with the
     anomaly map laid over it in cyan where the recording departs from normal.
@@ -151,5 +153,6 @@ def spectrogram_picture(
         y = round(plot_bottom - (value - params.db_min) / (params.db_max - params.db_min) * plot_h)
         draw.line([(bar_left + bar_px, y), (bar_left + bar_px + 4, y)], fill=INK, width=2)
         draw.text((bar_left + bar_px + 7, y), f"{value:g}", font=small, fill=INK, anchor="lm")
-    draw.text((bar_left + bar_px // 2, top - 8), "dB", font=small, fill=INK, anchor="md")
+    # The unit goes under the tick values: above the bar it sat under the app's buttons on a phone.
+    draw.text((bar_left + bar_px + 7, plot_bottom + 9), "dB", font=small, fill=INK, anchor="lt")
     return np.array(canvas)

@@ -12,10 +12,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from anomaly.plots import LABEL_COLOURS, MUTED
-from anomaly.scoring import LABELS
+from anomaly.plots import FONT_PX, LABEL_COLOURS, MUTED, NEUTRAL_ZONE_COLOURS
+from anomaly.scoring import LABELS, UNFAMILIAR
+from anomaly.spectrogram_plot import MAP_COLOUR
 from anomaly.ui.views import UNFAMILIAR_VERDICT
 from anomaly.ui.views import verdict as page_verdict
 
@@ -142,7 +144,9 @@ def upload(page, target: str, files: list[Path]) -> None:
     """Choose files in a gradio upload box and wait until every one has arrived on the server."""
     page.locator(f"{target} input[type=file]").set_input_files([str(f) for f in files])
     for f in files:
-        expect(page.locator(target)).to_contain_text(f.stem)
+        # An audio box names the file only while it uploads, then shows a player (with a Clear button).
+        named = page.locator(target).get_by_text(f.stem)
+        expect(named.or_(page.locator(f"{target} button[aria-label=Clear]")).first).to_be_visible()
     expect(page.locator(f"{target} .uploading")).to_have_count(0)
 
 
@@ -194,12 +198,70 @@ def assert_gauge_labels_apart(page) -> None:
             assert apart, f"{a['text']!r} overlaps {b['text']!r}: {a} {b}"
 
 
+def picture(page, target: str) -> np.ndarray:
+    """The picture a gradio Image shows, as the server sent it (RGB)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    img = page.locator(f"{target} img")
+    expect(img).to_have_count(1)
+    answer = page.request.get(img.get_attribute("src"))
+    assert answer.ok, answer.status
+    return np.asarray(Image.open(BytesIO(answer.body())).convert("RGB"))
+
+
+def count_like(image: np.ndarray, colour: str, tolerance: float = 30.0) -> int:
+    target = np.array([int(colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)], np.float64)
+    return int((np.linalg.norm(image.astype(np.float64) - target, axis=-1) < tolerance).sum())
+
+
+def assert_text_readable(page) -> None:
+    """Every text on the page, and the text drawn in its pictures, is at least 12 px on the screen."""
+    small = page.evaluate(
+        """() => { const out = []; const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+             while (walk.nextNode()) { const el = walk.currentNode.parentElement;
+               if (!walk.currentNode.textContent.trim() || !el.getClientRects().length) continue;
+               if (el.closest('[hidden], .hide, .visually-hidden')) continue;
+               const size = parseFloat(getComputedStyle(el).fontSize);
+               if (size < 12) out.push([size, walk.currentNode.textContent.trim().slice(0, 40)]); }
+             return out; }"""
+    )
+    assert not small, f"text under 12 px: {small[:10]}"
+    for target in ("#spectrogram-output img", "#timeline-output img"):
+        shown, natural = page.locator(target).evaluate("img => [img.clientWidth, img.naturalWidth]")
+        assert FONT_PX * shown / natural >= 12, f"{target}: {FONT_PX} px drawn shows {FONT_PX * shown / natural:.1f} px"
+
+
+def assert_label_clear_of_its_buttons(page, target: str) -> None:
+    """An upload box's label ends before its buttons (download, share, clear) start: none covers it."""
+    label = page.locator(f"{target} [data-testid=block-label]").bounding_box()
+    buttons = page.locator(f"{target} .icon-button-wrapper").first.bounding_box()
+    assert label and buttons
+    overlap = label["x"] + label["width"] > buttons["x"] and label["y"] < buttons["y"] + buttons["height"]
+    assert not overlap, f"the label {label} runs under the buttons {buttons}"
+
+
+def test_every_tab_is_in_reach_without_a_menu(page, tmp_path):
+    """All five tabs show as tabs (a second row on a phone), none behind the "More tabs" menu."""
+    names = page.locator(".tab-container [role=tab]")
+    for tab_id in ("analyze", "live", "batch", "adapt", "about"):
+        expect(page.locator(f"[role=tab][data-tab-id={tab_id}]")).to_be_visible()
+    expect(page.get_by_role("button", name="More tabs")).to_have_count(0)
+    assert names.count() >= 5
+    assert_fits_the_screen(page)
+    page.locator("[role=tab][data-tab-id=adapt]").click()
+    expect(page.locator("#calibration-input")).to_be_visible()
+    shot(page, tmp_path, "tabs")
+
+
 def test_the_needs_maintenance_example_then_an_error_that_replaces_it(page, detector, tmp_path):
     mild = ROOT / "examples" / "fault_tooth_mild.wav"
     assert detector.analyze(mild).label == LABELS[1]
     page.locator("#examples").get_by_text("early fault").click()
     label = verdict(page, "#label-output")
     expect(label).to_have_text(LABELS[1])
+    expect(label).to_be_in_viewport()
     expect(label).to_have_css("background-color", _rgb(LABEL_COLOURS[LABELS[1]]))
     expect(page.locator("#compared-with")).to_contain_text("synthetic demo gearbox")
     expect(page.locator("#details-output")).to_contain_text(mild.name)
@@ -239,16 +301,30 @@ def test_an_unfamiliar_machine_gets_a_neutral_verdict_and_a_way_to_adapt(page, d
     sf.write(
         noise, np.clip(np.random.default_rng(5).normal(0, 0.5, 4 * 16000), -1, 1), 16000, subtype="PCM_16"
     )
-    assert not detector.analyze(noise).familiar
+    assert detector.analyze(noise).label == UNFAMILIAR
     upload(page, "#audio-input", [noise])
+    assert_label_clear_of_its_buttons(page, "#audio-input")
     page.click("#analyze-button")
     label = verdict(page, "#label-output")
     expect(label).to_have_text(UNFAMILIAR_VERDICT)
+    expect(label).to_be_in_viewport()  # on a phone the page scrolled down to it
     expect(label).to_have_css("background-color", _rgb(MUTED))
     expect(page.locator("#compared-with")).to_contain_text("Adapt to my machine")
     expect(page.locator("#gauge-output .gauge-score")).to_have_css("color", _rgb(MUTED))
+    # Neutral pictures: the needle sits in grey zones, no cyan departures, a grey timeline.
+    zones = page.locator("#gauge-output .gauge-zone")
+    expect(zones).to_have_count(3)
+    for i, level in enumerate(LABELS):
+        expect(zones.nth(i)).to_have_css("background-color", _rgb(NEUTRAL_ZONE_COLOURS[level]))
+    expect(page.locator("#timeline-output img")).to_have_count(1)
+    spectrogram, timeline = picture(page, "#spectrogram-output"), picture(page, "#timeline-output")
+    assert count_like(spectrogram, MAP_COLOUR) == 0, "cyan departure marks on an unfamiliar clip"
+    for level in LABELS:
+        assert count_like(timeline, LABEL_COLOURS[level]) < 20, f"{level}'s colour in the timeline"
+    assert count_like(timeline, MUTED) > 500  # the bars, grey
     assert_gauge_labels_apart(page)
     assert_fits_the_screen(page)
+    assert_text_readable(page)
     shot(page, tmp_path, "unfamiliar")
     page.click("#adapt-first-button")
     expect(page.locator("#calibration-input")).to_be_visible()
@@ -496,3 +572,64 @@ def test_listen_live_says_so_when_there_is_no_microphone(microphone_browser, app
     finally:
         context.close()
 
+
+
+SWEEP_S, SWEEP_AGE_S = 2, 3  # the app's cache sweep, sped up from minutes to seconds
+
+
+def test_every_example_still_works_after_the_cache_sweep_has_run_twice(browser, launch_app, tmp_path):
+    """gradio's ``delete_cache`` sweep deleted the bundled examples' audio: every later click said "Cannot
+    use this file". Here the sweep runs every 2 s on files older than 3 s, and each example is clicked after
+    it has run at least twice past the examples' age."""
+    import app as app_module
+    from anomaly.ui.serving import ENV_CACHE_SWEEP
+    from anomaly.ui.views import example_label
+
+    examples = app_module.EXAMPLES
+    assert examples, "no bundled examples"
+    with launch_app(tmp_path / "app", **{ENV_CACHE_SWEEP: f"{SWEEP_S},{SWEEP_AGE_S}"}) as server:
+        context = browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.goto(server.url)
+        tab.wait_for_selector("#examples")
+        tab.wait_for_timeout(1000 * (SWEEP_AGE_S + 2 * SWEEP_S + 1))
+        label = verdict(tab, "#label-output")
+        seen = []
+        for clip in examples:
+            tab.locator("#examples").get_by_text(example_label(clip), exact=True).click()
+            expect(tab.locator("#details-output")).to_contain_text(clip.name)
+            expect(label).not_to_have_text("")
+            tab.wait_for_timeout(SWEEP_S * 1000)  # the sweep runs again between clicks
+            seen.append((clip.name, label.inner_text().strip()))
+            assert seen[-1][1] in {*LABELS, UNFAMILIAR_VERDICT}, (seen, server.log_tail())
+        shot(tab, tmp_path, "examples-after-sweep")
+        context.close()
+
+
+def test_listen_live_says_so_when_no_sound_reaches_the_app(microphone_browser, app_url, tmp_path):
+    """The microphone records but its chunks never reach the server (a stuck connection, here requests held
+    back and never answered): within a few seconds the live tab says that no sound has reached the app,
+    instead of waiting in silence."""
+    from anomaly.ui.scripts import LIVE_STALL_S
+
+    held = []  # requests never let through: the connection hangs
+    context, page = _live_page(microphone_browser, app_url, "")
+    try:
+        page.route("**/gradio_api/queue/join*", lambda route: held.append(route))
+        page.route("**/gradio_api/stream/**", lambda route: held.append(route))
+        page.locator("#live-input").get_by_role("button", name="Record").click()
+        expect(page.locator("#live-status")).to_contain_text("Waiting for sound")
+        problem = page.locator("#live-mic-problem")
+        expect(problem).to_be_visible(timeout=(LIVE_STALL_S + 10) * 1000)
+        expect(problem).to_contain_text("no sound has reached the app")
+        expect(verdict(page, "#live-label")).not_to_have_text(LABELS[0])
+        assert held, "no chunk was sent"
+        _screenshots(page, tmp_path, "live-stalled")
+        # The connection comes back: the message goes as soon as the server is heard from again.
+        page.unroute("**/gradio_api/queue/join*")  # lets the held requests through
+        page.unroute("**/gradio_api/stream/**")
+        expect(page.locator("#live-status")).not_to_contain_text("Waiting for sound")
+        expect(problem).to_be_hidden()
+    finally:
+        context.close()

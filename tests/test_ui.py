@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from anomaly.plots import MUTED
+from anomaly.plots import LABEL_COLOURS, MUTED
 from anomaly.scoring import LABELS
+from anomaly.spectrogram_plot import spectrogram_picture
 from anomaly.synth import synthesize_clip
 from anomaly.ui.views import UNFAMILIAR_VERDICT
 from anomaly.waveform import resample
@@ -285,18 +286,39 @@ def test_an_unfamiliar_clip_gets_the_neutral_verdict_and_the_adapt_button(app, t
     assert label_of(out[c.label]) == UNFAMILIAR_VERDICT and out[c.label].color == MUTED
     assert out[c.adapt_first].visible is True
     assert analysis.advice in out[c.compared]
+    # Neutral pictures: no severity's colour in the gauge, no cyan departures over the spectrogram.
+    assert 'class="gauge gauge-neutral"' in out[c.gauge]
+    assert not any(colour in out[c.gauge] for colour in LABEL_COLOURS.values())
+    assert analysis.anomaly_map is not None and float(np.abs(analysis.anomaly_map).max()) > 0
+    plain = spectrogram_picture(analysis.log_mel, app.runtime.detector.params, None)
+    assert np.array_equal(out[c.spectrogram], plain)
+
+
+def test_an_8_khz_wav_is_told_to_record_again_not_to_upload_a_wav(app, tmp_path):
+    """The refusal of a low sample rate named the cure "upload WAV or FLAC" to someone whose WAV it was."""
+    import librosa
+
+    wave, _ = synthesize_clip("source", "normal", 32)
+    path = tmp_path / "phone_line.wav"
+    sf.write(path, librosa.resample(wave, orig_sr=16000, target_sr=8000, res_type="fft"), 8000, subtype="PCM_16")
+    out = call(app, app.page.show_analysis, str(path), True, None)
+    message = out[app.c.details]
+    assert "phone_line.wav" in message and "record again at 16 kHz or more" in message
+    assert "upload WAV" not in message
 
 
 # --- Listen live ---------------------------------------------------------------------------------------------
 
 
-def _mic_chunks(seconds_normal: float, seconds_fault: float, chunk_s: float) -> list[tuple[int, np.ndarray]]:
+def _mic_chunks(
+    seconds_normal: float, seconds_fault: float, chunk_s: float, *, fault_first: bool = False
+) -> list[tuple[int, np.ndarray]]:
     """What gradio hands the stream handler: (rate, int16 samples) chunks of a 48 kHz microphone."""
     normal, _ = synthesize_clip("source", "normal", 3, duration_s=seconds_normal)
     faulty, _ = synthesize_clip(
         "source", "anomaly", 3, fault="lubrication", severity=1.0, duration_s=seconds_fault
     )
-    wave = resample(np.concatenate([normal, faulty]), 16000, MIC_SR)
+    wave = resample(np.concatenate([faulty, normal] if fault_first else [normal, faulty]), 16000, MIC_SR)
     pcm = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
     step = round(chunk_s * MIC_SR)
     return [(MIC_SR, pcm[i : i + step]) for i in range(0, len(pcm), step)]
@@ -324,6 +346,8 @@ def test_listen_updates_every_second_and_stop_gives_the_summary(app):
     stop = call(app, live_page.stop, live, None)
     summary = stop[c.live_summary]
     assert "Worst moment" in summary and LABELS[0] in summary
+    worst = next(level for level in (LABELS[2], LABELS[1]) if live.seconds_at[level])
+    assert label_of(stop[c.live_label]).startswith(worst) and f"Worst level heard: {worst}" in summary
     with open(stop[c.live_csv].value["path"]) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(updates)
@@ -331,6 +355,39 @@ def test_listen_updates_every_second_and_stop_gives_the_summary(app):
     assert sr == MIC_SR and 9.9 <= len(worst) / sr <= 10.0
     # A chunk still on its way when Stop was pressed changes nothing.
     assert live_page.listen(_mic_chunks(1.0, 1.0, 1.0)[0], live, None) == {c.live_state: live}
+
+
+def test_stop_after_a_fault_that_passed_says_the_fault_not_the_last_reading(app):
+    """A session that ends NORMAL after a fault: the headline after Stop names the worst level and its share
+    of the time, not the last reading."""
+    c, live_page = app.c, app.live
+    live = call(app, live_page.start, None)[c.live_state]
+    for chunk in _mic_chunks(8.0, 5.0, 0.5, fault_first=True):
+        call(app, live_page.listen, chunk, live, None)
+    assert live.last.label == LABELS[0], "the session should end on a normal reading"
+    worst = next((level for level in (LABELS[2], LABELS[1]) if live.seconds_at[level]), None)
+    assert worst is not None, "the fault should have been heard"
+    stop = call(app, live_page.stop, live, None)
+    headline = label_of(stop[c.live_label])
+    share = 100 * live.seconds_at[worst] / sum(live.seconds_at.values())
+    assert headline == f"{worst} {share:.0f} % of the time"
+    assert stop[c.live_label].color == LABEL_COLOURS[worst]
+    assert f"**Worst level heard: {worst}**, {share:.0f} % of the time (" in stop[c.live_summary]
+
+
+def test_before_the_first_verdict_the_page_says_how_much_has_been_heard(app):
+    """The first verdict needs a full window of sound: until then every chunk says how far it is, so the
+    page never sits at "Waiting" while sound arrives; Stop before it says exactly why nothing was scored."""
+    c, live_page = app.c, app.live
+    live = call(app, live_page.start, None)[c.live_state]
+    chunks = _mic_chunks(1.0, 0.5, 0.5)[:2]  # 1 s: half the first window
+    statuses = [call(app, live_page.listen, chunk, live, None)[c.live_status] for chunk in chunks]
+    assert statuses == [
+        f"Listening: {0.5 * (i + 1):.1f} s heard; the first verdict comes once {live.window_s:.1f} s have been heard."
+        for i in range(len(chunks))
+    ]
+    summary = call(app, live_page.stop, live, None)[c.live_summary]
+    assert f"only {live.heard_s:.2f} s of sound arrived, and the first verdict needs {live.window_s:.2f} s" in summary
 
 
 def test_bad_chunks_keep_the_stream_alive_and_say_what_is_wrong(app):

@@ -99,7 +99,7 @@ class BatchHandlers(PageBase):
             c.batch_table: table.where(table.notna(), None),
             c.batch_rows: views.batch_rows(shown, BATCH_COLUMNS),
             c.batch_csv: str(path),
-            c.batch_trend: batch_trend_svg(names, scores, detector.thresholds),
+            c.batch_trend: batch_trend_svg(names, scores, detector.thresholds, [row[3] for row in rows]),
             c.batch_status: views.batch_summary(labels, len(rows) - len(labels))
             + f" Compared with {views.plain_text(detector.compared_with)}.",
         }

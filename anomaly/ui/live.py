@@ -16,7 +16,8 @@ import numpy as np
 from anomaly.charts import live_timeline
 from anomaly.detector import Detector
 from anomaly.gauge import gauge_html
-from anomaly.live import LiveReading, LiveSession
+from anomaly.live import NO_SOUND, LiveReading, LiveSession
+from anomaly.scoring import LABELS, UNFAMILIAR
 from anomaly.ui.runtime import Runtime
 from anomaly.ui.serving import INTERNAL_ERROR, internal_message
 from anomaly.ui.session import Session, detector_for
@@ -25,21 +26,53 @@ from anomaly.ui.views import UNFAMILIAR_VERDICT, verdict_colour
 log = logging.getLogger("anomaly.ui")
 
 
+LISTENING = "Listening…"
+
+
 def live_verdict(reading: LiveReading | None) -> str:
     """What the verdict box says: the label, or in a few words what is wrong with the sound."""
     if reading is None:
         return "Waiting for the microphone…"
     if reading.problem is not None:
         return reading.problem.split(":")[0].rstrip(".")
-    return reading.label if reading.familiar else UNFAMILIAR_VERDICT
+    return UNFAMILIAR_VERDICT if reading.label == UNFAMILIAR else reading.label
+
+
+# From the most to the least worrying: a session's headline names the first level it spent time at.
+LEVEL_ORDER = (LABELS[2], LABELS[1], UNFAMILIAR, LABELS[0], NO_SOUND)
+
+
+def session_shares(live: LiveSession) -> list[tuple[str, float]]:
+    """(level, % of the scored time) for each level the session spent time at, the most worrying first."""
+    seconds = live.summary()["seconds_at"]
+    total = sum(seconds.values())
+    if not total:
+        return []
+    return [(level, 100.0 * seconds[level] / total) for level in LEVEL_ORDER if seconds.get(level)]
+
+
+def session_headline(live: LiveSession) -> str:
+    """The verdict box after Stop: the worst level heard and for how much of the time, never only the last
+    reading (a session a third SEVERE that ended NORMAL must not read NORMAL)."""
+    shares = session_shares(live)
+    if not shares:
+        return "Nothing scored"
+    level, share = shares[0]
+    name = UNFAMILIAR_VERDICT if level == UNFAMILIAR else level
+    return name if share >= 99.5 else f"{name} {share:.0f} % of the time"
 
 
 def live_status(live: LiveSession, elapsed_ms: float | None = None) -> str:
     """One line on what is happening, with the full text of any problem."""
     r = live.last
     heard = f"Listening: {live.heard_s:.0f} s heard."
-    if r is None:
+    if r is None and live.heard_s <= 0:
         return f"Waiting for sound from the microphone; the first verdict comes {live.window_s:.1f} s after it starts."
+    if r is None:
+        return (
+            f"Listening: {live.heard_s:.1f} s heard; the first verdict comes once {live.window_s:.1f} s have been "
+            "heard."
+        )
     if r.problem is not None:
         return f"{heard} ⚠️ {r.problem}"
     line = f"{heard} Last {live.window_s:.1f} s: score **{r.score:.2f}** -> **{r.label}**"
@@ -66,18 +99,21 @@ def live_alarms(live: LiveSession) -> str:
 def live_summary(live: LiveSession) -> str:
     """The stop summary, for people."""
     facts = live.summary()
-    if not facts["readings"]:
-        return (
-            f"#### Summary\nNothing was scored: {live.heard_s:.1f} s were heard, and the first verdict needs "
-            f"{live.window_s:.1f} s."
-        )
-    total = sum(facts["seconds_at"].values()) or 1.0
-    rows = [
-        f"| {level} | {seconds:.0f} s | {100 * seconds / total:.0f} % |"
-        for level, seconds in facts["seconds_at"].items()
-    ]
+    if not facts["readings"] or not session_shares(live):
+        if live.heard_s <= 0:
+            why = "no sound reached the app from the microphone (is it allowed, and is this page still online?)"
+        else:
+            why = f"only {live.heard_s:.2f} s of sound arrived, and the first verdict needs {live.window_s:.2f} s"
+        return f"#### Summary\nNothing was scored: {why}."
+    seconds_at = facts["seconds_at"]
+    shares = session_shares(live)
+    rows = [f"| {level} | {seconds_at[level]:.0f} s | {share:.0f} % |" for level, share in shares]
+    level, share = shares[0]
+    others = ", ".join(f"{name} {pct:.0f} %" for name, pct in shares[1:])
     lines = [
         "#### Summary",
+        f"**Worst level heard: {level}**, {share:.0f} % of the time" + (f" ({others})." if others else "."),
+        "",
         f"Listened for {facts['listened_s']:.0f} s ({facts['readings']} readings, one a second).",
         "",
         "| level | time | share |",
@@ -111,7 +147,7 @@ class LivePage:
         t = detector.thresholds
         last = live.last
         gauge = (
-            gauge_html(last.score, t, familiar=last.familiar)
+            gauge_html(last.score, t, familiar=last.label != UNFAMILIAR)
             if last is not None and last.score is not None
             else None
         )
@@ -162,6 +198,8 @@ class LivePage:
             with self.runtime.priority.interactive():
                 readings = live.feed(data, sr, detector)
             if not readings:
+                if live.last is None:  # before the first verdict, say how far it is (the page knows it is alive)
+                    return {c.live_state: live, c.live_label: self._label(LISTENING), c.live_status: live_status(live)}
                 return {c.live_state: live}
             out = {
                 c.live_state: live,
@@ -188,8 +226,11 @@ class LivePage:
             return {c.live_summary: "Nothing was heard: press Record and allow the microphone."}
         live.stop()
         self.runtime.live_seats.left(live)
+        shares = session_shares(live)
+        headline, worst = session_headline(live), shares[0][0] if shares else None
         return {
             c.live_state: live,
+            c.live_label: gr.Label(value=headline, color=verdict_colour(worst)),
             c.live_summary: live_summary(live),
             c.live_csv: gr.File(value=self._csv_file(live), visible=bool(live.log)),
             c.live_worst: gr.File(value=self._worst_file(live), visible=live.worst_clip is not None),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,13 @@ import gradio as gr
 from PIL.Image import DecompressionBombError
 
 from anomaly.errors import AudioInputError, BundleError, CalibrationError, GearboxError, HubError
+from anomaly.ui import limits
+from anomaly.ui.scripts import HEAD  # noqa: F401 - app.py serves it from here
 
 log = logging.getLogger("anomaly.ui")
+# "SWEEP,AGE" in seconds: how often gradio's cache sweep runs and how old a file must be to go (default
+# limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S). Tests set a few seconds to see the sweep at work.
+ENV_CACHE_SWEEP = "GEARBOX_CACHE_SWEEP"
 
 INTERNAL_ERROR = "Internal error"
 
@@ -188,6 +194,21 @@ def every_file_to_the_handler(component: gr.File) -> gr.File:
     return component
 
 
+def serve_examples_in_place(folder: Path) -> None:
+    """Serve the bundled example clips from ``folder`` itself rather than from copies in gradio's cache.
+
+    The cache sweep (``delete_cache``) deletes the copies gradio makes of example files (it keeps only
+    files whose component lists them in ``keep_in_cache``, and an Audio example is a bare path, never listed),
+    while ``gr.Examples`` remembers each copy's path for good: once swept, every click on that example
+    failed with "no such file" until a restart. Static files are never copied, so the sweep never owns them.
+    """
+    from gradio.utils import is_static_file
+
+    folder = Path(folder).resolve()
+    if not is_static_file(folder):  # build() may run more than once in a process (tests)
+        gr.set_static_paths([folder])
+
+
 def example_in_api_docs(component: gr.components.Component, example: Path, *, repo_root: Path) -> None:
     """Show a bundled example in the API page's code snippets instead of gradio's generic sample file.
 
@@ -243,6 +264,9 @@ CSS = """
 #details-output table { font-size: 0.92em; }
 .gauge-note { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 0.4em; }
 footer { margin-top: 1em; }
+/* An upload box's label wraps before its download / share / clear buttons rather than running under them. */
+#audio-input:has(.icon-button-wrapper) [data-testid=block-label],
+#image-input:has(.icon-button-wrapper) [data-testid=block-label] { max-width: calc(100% - 96px); }
 /* Tab names wrap to a second line on a phone instead of widening the page beyond the screen. */
 .tab-container:not(.visually-hidden) { flex-wrap: wrap; }
 @media (max-width: 640px) {
@@ -255,68 +279,20 @@ THEME_ARGS = {"primary_hue": "teal", "secondary_hue": "slate", "neutral_hue": "s
 # How often the browser's microphone chunks reach the server; a reading is made every second of audio
 # whatever the chunk size, so this only bounds how late a reading can be (half a second at most).
 LIVE_STREAM_EVERY_S = 0.5
-NO_MICROPHONE = "No microphone: allow it in the browser, or upload a recording"
 
-# Microphone set-up for listening to a machine, in every getUserMedia call of the page: echo cancellation,
-# noise suppression and automatic gain are off, because a machine's steady sound is exactly what noise
-# suppression removes and its level is a cue that automatic gain evens out. When the browser refuses the
-# microphone (no device, permission denied, or a page not served over HTTPS), the live tab says so plainly.
-HEAD = """
-<script>
-// The API page opens on MCP when the app serves it; developers calling /score want the Python snippet first.
-(() => {
-  for (const name of ["pushState", "replaceState"]) {
-    const original = history[name].bind(history);
-    history[name] = (state, title, url) => {
-      if (url) {
-        const next = new URL(url, location.href);
-        if (next.searchParams.get("view") === "api" && !next.searchParams.get("lang")) {
-          next.searchParams.set("lang", "python");
-          url = next.toString();
-        }
-      }
-      return original(state, title, url);
-    };
-  }
-})();
-(() => {
-  const message = NO_MICROPHONE_JSON;
-  function show(reason) {
-    const box = document.getElementById("live-mic-problem");
-    if (!box) { setTimeout(() => show(reason), 500); return; }
-    box.textContent = message + (reason ? " (" + reason + ")." : ".");
-    box.hidden = false;
-  }
-  function hide() {
-    const box = document.getElementById("live-mic-problem");
-    if (box) box.hidden = true;
-  }
-  const devices = navigator.mediaDevices;
-  if (!devices || !devices.getUserMedia) {
-    show(window.isSecureContext ? "this browser cannot record" : "the page is not served over HTTPS");
-    return;
-  }
-  const original = devices.getUserMedia.bind(devices);
-  devices.getUserMedia = async (constraints) => {
-    if (constraints && constraints.audio) {
-      const audio = constraints.audio === true ? {} : { ...constraints.audio };
-      Object.assign(audio, { echoCancellation: false, noiseSuppression: false, autoGainControl: false });
-      constraints = { ...constraints, audio };
-    }
-    try {
-      const stream = await original(constraints);
-      hide();
-      return stream;
-    } catch (error) {
-      const why = { NotAllowedError: "permission denied", NotFoundError: "no microphone found",
-                    NotReadableError: "the microphone is busy" }[error && error.name];
-      show(why || (error && error.name) || "");
-      throw error;
-    }
-  };
-})();
-</script>
-""".replace("NO_MICROPHONE_JSON", json.dumps(NO_MICROPHONE))
+
+def cache_sweep(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``delete_cache`` for the Blocks: (every how many seconds, files older than how many seconds)."""
+    text = (os.environ if environ is None else environ).get(ENV_CACHE_SWEEP, "").strip()
+    if not text:
+        return limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S
+    try:
+        sweep, age = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{ENV_CACHE_SWEEP} must be two whole numbers of seconds, SWEEP,AGE; got {text!r}") from None
+    if sweep <= 0 or age <= 0:
+        raise ValueError(f"{ENV_CACHE_SWEEP} must be positive; got {text!r}")
+    return sweep, age
 
 
 def examples_cache_is_complete(folder: Path, n_examples: int) -> bool:

@@ -67,17 +67,26 @@ def score_meaning(thresholds: Thresholds) -> str:
     )
 
 
+def neutral(analysis: Analysis | None) -> bool:
+    """Whether the pictures of ``analysis`` must be neutral: its verdict is UNFAMILIAR, so its score says
+    nothing about the machine's health. (Against a user's reference an unfamiliar sound keeps its severity,
+    and its pictures their colours.)"""
+    return analysis is not None and analysis.label == UNFAMILIAR
+
+
 def gauge(analysis: Analysis | None, thresholds: Thresholds) -> str:
     """The score gauge (HTML) with the sentence that explains it."""
     score = analysis.score if analysis is not None else None
-    familiar = analysis.familiar if analysis is not None else True
+    familiar = not neutral(analysis)
     meaning = f'<p class="gauge-note">{html.escape(score_meaning(thresholds))}</p>'
     return gauge_html(score, thresholds, familiar=familiar) + meaning
 
 
 def spectrogram(analysis: Analysis, params: FeatureParams, *, show_map: bool) -> np.ndarray:
-    """The spectrogram, with the anomaly map over it when asked."""
-    return spectrogram_picture(analysis.log_mel, params, analysis.anomaly_map if show_map else None)
+    """The spectrogram, with the anomaly map over it when asked; never for an unfamiliar verdict, whose
+    departures from a model of another machine would all look like faults."""
+    departures = analysis.anomaly_map if show_map and not neutral(analysis) else None
+    return spectrogram_picture(analysis.log_mel, params, departures)
 
 
 def timeline(analysis: Analysis, params: FeatureParams) -> np.ndarray:
@@ -87,7 +96,7 @@ def timeline(analysis: Analysis, params: FeatureParams) -> np.ndarray:
         analysis.window_scores,
         analysis.thresholds,
         analysis.window_seconds or params.window_seconds,
-        familiar=analysis.familiar,
+        familiar=not neutral(analysis),
     )
 
 
