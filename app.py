@@ -287,7 +287,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
         for slider in (c.maintenance, c.severe):
             slider.input(
                 page.set_thresholds,
-                inputs=[c.maintenance, c.severe, c.show_map, c.session, c.last],
+                inputs=[c.maintenance, c.severe, c.show_map, c.session, c.last, c.record],
                 outputs=changed,
                 trigger_mode="always_last",
                 show_progress="hidden",
@@ -295,7 +295,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
             )
         reset_btn.click(
             page.reset_thresholds,
-            inputs=[c.show_map, c.session, c.last],
+            inputs=[c.show_map, c.session, c.last, c.record],
             outputs=[*changed, c.maintenance, c.severe],
             **private,
         )

@@ -147,7 +147,12 @@ def upload_calibration(client: Client, app_url: str, path: Path):
         file_data = {"path": stored, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
         joined = http.post(
             "/queue/join",
-            json={"data": [file_data, "", True, None, None], "fn_index": event["id"], "session_hash": session},
+            # The file, no name, the map on; the states (session, last analysis, the machine's record) empty.
+            json={
+                "data": [file_data, "", True] + [None] * (len(event["inputs"]) - 3),
+                "fn_index": event["id"],
+                "session_hash": session,
+            },
         )
         joined.raise_for_status()
         with http.stream("GET", "/queue/data", params={"session_hash": session}) as events:

@@ -8,6 +8,9 @@ import datetime as dt
 import io
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from anomaly.calibration import Calibration
 from anomaly.scoring import LABELS, UNFAMILIAR, Thresholds
@@ -142,3 +145,44 @@ def test_the_summary_says_how_many_readings_and_names_the_trend():
     text = record.summary(rising, THRESHOLDS)
     assert "Pump \\*3\\*" in text and "4 readings" in text and "**Rising:" in text
     assert "No readings yet" in record.summary(Machine("Pump"), THRESHOLDS)
+
+
+# --- on the page's handlers (app.py built in this process for the tiny model) ------------------------------
+
+
+def test_analyses_against_a_calibration_join_its_record_and_forget_removes_it(
+    app_module, tiny_calibration, tiny_corpus
+):
+    from anomaly.ui.session import Session
+
+    page, c = app_module.page, app_module.c
+    calibration = app_module.runtime.detector.load_calibration(tiny_calibration)
+    session = Session(calibration=calibration)
+    clip = str(sorted((tiny_corpus / "train").glob("*source*"))[6])  # a normal clip it was not calibrated on
+
+    kept = None
+    for n in (1, 2, 3):
+        out = page.show_analysis(clip, True, session, kept)
+        kept = json.loads(json.dumps(out[c.record]))  # what the browser hands back
+        assert out[c.record_box].visible is True
+        assert f"{n} reading" in out[c.record_text] and "Record of Pump 3" in out[c.record_text]
+        assert out[c.record_trend].count('class="record-point"') == n
+    machine = record.machines_of(kept)[record.machine_key(calibration)]
+    assert [r.file for r in machine.readings] == [Path(clip).name] * 3
+    assert machine.readings[-1].score == pytest.approx(out[c.last].score, abs=1e-4)  # kept to 4 decimals
+    rows = list(csv.reader(io.StringIO(Path(out[c.record_csv]).read_text())))
+    assert len(rows) == 4 and rows[1][1] == Path(clip).name
+
+    # Against the demo model: nothing is added and the record is not shown.
+    demo = page.show_analysis(clip, True, None, kept)
+    assert c.record not in demo and demo[c.record_box].visible is False
+
+    # Thresholds by hand: the record's lines and words follow them.
+    assert out[c.last].label == "NORMAL" and "Rising" not in out[c.record_text]
+    low = min(r.score for r in machine.readings) / 10
+    moved = page.set_thresholds(low, 2 * low, True, session, out[c.last], kept)
+    assert f"maintenance {low:.2f}" in moved[c.record_trend]
+    assert "**Rising: the last 3 readings in a row" in moved[c.record_text]
+
+    forgotten = page.forget_calibration(True, session, out[c.last], kept)
+    assert forgotten[c.record] is None and forgotten[c.record_box].visible is False

@@ -57,8 +57,10 @@ class AdaptHandlers(PageBase):
         show_map: bool,
         session: Session | None,
         last: Analysis | None,
+        kept: object = None,
     ) -> dict:
-        """Thresholds set by hand for this visitor; the last recording's verdict follows at once."""
+        """Thresholds set by hand for this visitor; the last recording's verdict and the machine's record (its
+        threshold lines and trend words) follow at once."""
         if maintenance is None or severe is None:
             return unchanged(self.c.session)
         if not 0 <= maintenance < severe:
@@ -67,14 +69,20 @@ class AdaptHandlers(PageBase):
         base = base_detector(self.shared, session).thresholds
         same = abs(maintenance - base.maintenance) < 1e-6 and abs(severe - base.severe) < 1e-6
         session = replace(session, manual=None if same else (float(maintenance), float(severe)))
-        return self._after_change(session, last, show_map, rescore=False)
+        return {
+            **self._after_change(session, last, show_map, rescore=False),
+            **self._record(kept, self.detector(session)),
+        }
 
-    def reset_thresholds(self, show_map: bool, session: Session | None, last: Analysis | None) -> dict:
+    def reset_thresholds(
+        self, show_map: bool, session: Session | None, last: Analysis | None, kept: object = None
+    ) -> dict:
         """Back to the calibrated thresholds (the model's or the visitor's calibration)."""
         session = (session or Session()).without_manual()
         return {
             **self._sliders(self.detector(session), last),
             **self._after_change(session, last, show_map, rescore=False),
+            **self._record(kept, self.detector(session)),
         }
 
     def _use_calibration(
