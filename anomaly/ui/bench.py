@@ -57,6 +57,9 @@ def measure_app(bundle: str | None, work: Path, clips: list[Path], *, quick: boo
     with app_server(work, bundle=bundle) as server:
         server.wait_until_ready()
         client = loopback_client(server.url)  # pictures stay on the server: a browser fetches them itself
+        # A fresh file for this server: gradio_client rewrites the dict it is given to the first server's
+        # copy, a path this one refuses to read.
+        clip = handle_file(str(clips[0]))
         client.predict(clip, api_name="/score")
         cold_start = time.monotonic() - server.started
 
@@ -80,7 +83,7 @@ def measure_app(bundle: str | None, work: Path, clips: list[Path], *, quick: boo
 
         with httpx.Client(base_url=server.url, timeout=60) as http:
             extra["api_score_http_ms_p50"] = float(
-                np.median(timings_ms(lambda: http_call(http, "score", [http_upload(http, clips[0])]), reps))
+                np.median(timings_ms(lambda: http_call(http, "score", [http_upload(http, clips[0]), None]), reps))
             )
             if noop is not None:
                 extra["api_noop_http_ms_p50"] = float(
