@@ -54,6 +54,9 @@ class Scenario:
     normals: list[Path]
     before: str
     after: str
+    # A fault of the same machine, and its verdict after adapting (marked on the spectrogram).
+    fault: Path | None = None
+    fault_after: str = ""
 
 
 def _rgb(hex_colour: str) -> str:
@@ -102,9 +105,27 @@ def unheard_machine(detector, tmp_path_factory) -> Scenario:
                 before.score > 1.05 * detector.thresholds.maintenance
                 and after.score < 0.9 * adapted.thresholds.maintenance
             ):
-                return Scenario(candidate, normals, page_verdict(before), page_verdict(after))
+                scenario = Scenario(candidate, normals, page_verdict(before), page_verdict(after))
+                return with_a_fault(scenario, adapted, folder, machine)
         shutil.rmtree(folder)
     pytest.fail("no unheard machine found whose clip is flagged before calibration and NORMAL after it")
+
+
+def with_a_fault(scenario: Scenario, adapted, folder: Path, machine: tuple) -> Scenario:
+    """The scenario with a 10 s fault of its machine that the adapted engine flags, with departure marks."""
+    import soundfile as sf
+
+    from anomaly.synth import synthesize_clip
+
+    domain, volt, wt = machine
+    for fault in ("tooth", "bearing", "wear"):
+        wave, _ = synthesize_clip(domain, "anomaly", 500, fault=fault, severity=1.0, volt=volt, wt=wt)
+        path = folder / f"my_machine_{fault}.wav"
+        sf.write(path, wave, 16000, subtype="PCM_16")
+        result = adapted.analyze(path, explain=True)
+        if result.label in LABELS[1:] and (result.anomaly_map > 2.0).mean() > 0.02:
+            return Scenario(scenario.clip, scenario.normals, scenario.before, scenario.after, path, result.label)
+    pytest.fail("no synthetic fault of the unheard machine is flagged with marks after adapting")
 
 
 @pytest.fixture(scope="module")
@@ -379,6 +400,24 @@ def test_adapt_then_the_banner_then_a_reload_that_keeps_the_calibration(page, un
         f"Only {len(scenario.normals)} normal recordings were used to adapt"
     )
     shot(page, tmp_path, "analyze-adapted")
+
+    # A fault of the same machine: its severity, departure marks where it departs, one bar per second.
+    page.locator("#audio-input button[aria-label=Clear]").click()
+    upload(page, "#audio-input", [scenario.fault])
+    page.click("#analyze-button")
+    expect(label).to_have_text(scenario.fault_after)
+    expect(page.locator("#details-output")).to_contain_text("10 piece(s) of 1.0 s")
+    # The marks: the picture changes where the recording departs when "Show where..." is turned off.
+    marked, img = picture(page, "#spectrogram-output"), page.locator("#spectrogram-output img")
+    shown = img.get_attribute("src")
+    page.locator("#show-map input").click()
+    expect(img).not_to_have_attribute("src", shown)
+    plain = picture(page, "#spectrogram-output")
+    changed = np.linalg.norm(marked.astype(float) - plain.astype(float), axis=-1) > 40
+    assert changed.sum() > 500, f"no departure marks ({changed.sum()} pixels)"
+    page.locator("#show-map input").click()
+    assert count_like(picture(page, "#timeline-output"), LABEL_COLOURS[scenario.fault_after]) > 200
+    shot(page, tmp_path, "adapted-fault")
 
     # The browser keeps the calibration: after a reload the banner is back and the verdict uses it.
     page.reload()
