@@ -25,6 +25,7 @@ from anomaly.plots import (
     pil_font,
     scale_position,
     score_scale,
+    svg_score_axes,
     text_width,
     time_axis,
     zone_colour,
@@ -243,17 +244,7 @@ def batch_trend_svg(
         f'style="max-width:{TREND_MAX_PX}px;height:auto;display:block" font-family="system-ui, sans-serif" '
         f'role="img" aria-label="Scores of {n} file{"s" if n != 1 else ""} in upload order">'
     ]
-    for value in y_ticks:
-        y = f(y_of(value))
-        parts.append(
-            f'<line x1="{f(left)}" x2="{f(plot_right)}" y1="{y}" y2="{y}" stroke="currentColor" '
-            f'stroke-opacity="0.15"/><text x="{f(left - 6)}" y="{y}" {text} text-anchor="end" '
-            f'dominant-baseline="middle">{value:g}</text>'
-        )
-    parts.append(
-        f'<path d="M{f(left)} {top}V{f(plot_bottom)}H{f(plot_right)}" fill="none" stroke="currentColor" '
-        f'stroke-width="1.5"/>'
-    )
+    parts += svg_score_axes(left, top, plot_right, plot_bottom, y_ticks, y_of, F)
     steps = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9)
     step = next(s for s in steps if n / s <= plot_w / 45)
     for i in sorted({1, *range(step, n + 1, step)} if n else set()):

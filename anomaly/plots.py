@@ -223,3 +223,25 @@ def time_axis(
         draw.line([(x, bottom), (x, bottom + 6)], fill=INK, width=2)
         draw.text((x, bottom + 9), f"{t:g}", font=font, fill=INK, anchor="mt")
     draw.text(((left + right) // 2, height_px - 6), title, font=font, fill=INK, anchor="md")
+
+
+def svg_score_axes(
+    left: float, top: float, right: float, bottom: float, y_ticks, y_of, font_px: float
+) -> list[str]:
+    """SVG of a score chart's frame: a faint line and a label at each of ``y_ticks`` (``y_of`` places a
+    score), and the left and bottom axes from (``left``, ``top``) to (``right``, ``bottom``)."""
+
+    def f(v: float) -> str:
+        return f"{v:.1f}"
+
+    text = f'font-size="{font_px}" fill="currentColor"'
+    parts = [
+        f'<line x1="{f(left)}" x2="{f(right)}" y1="{f(y_of(value))}" y2="{f(y_of(value))}" stroke="currentColor" '
+        f'stroke-opacity="0.15"/><text x="{f(left - 6)}" y="{f(y_of(value))}" {text} text-anchor="end" '
+        f'dominant-baseline="middle">{value:g}</text>'
+        for value in y_ticks
+    ]
+    parts.append(
+        f'<path d="M{f(left)} {top}V{f(bottom)}H{f(right)}" fill="none" stroke="currentColor" stroke-width="1.5"/>'
+    )
+    return parts

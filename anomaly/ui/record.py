@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from scipy import stats
 
 from anomaly.calibration import Calibration
-from anomaly.plots import LABEL_COLOURS, MUTED, format_score, log_ticks, scale_position, score_scale
+from anomaly.plots import (
+    LABEL_COLOURS,
+    MUTED,
+    format_score,
+    log_ticks,
+    scale_position,
+    score_scale,
+    svg_score_axes,
+)
 from anomaly.scoring import LABELS, VERDICTS, Thresholds
 from anomaly.ui.serving import spreadsheet_safe
 from anomaly.ui.views import plain_text
@@ -275,17 +283,7 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
         f'style="max-width:{MAX_PX}px;height:auto;display:block" font-family="system-ui, sans-serif" '
         f'role="img" aria-label="{len(readings)} readings of {html.escape(machine.name)} over time">'
     ]
-    for value in y_ticks:
-        y = f(y_of(value))
-        parts.append(
-            f'<line x1="{f(left)}" x2="{f(plot_right)}" y1="{y}" y2="{y}" stroke="currentColor" '
-            f'stroke-opacity="0.15"/><text x="{f(left - 6)}" y="{y}" {text} text-anchor="end" '
-            f'dominant-baseline="middle">{value:g}</text>'
-        )
-    parts.append(
-        f'<path d="M{f(left)} {top}V{f(plot_bottom)}H{f(plot_right)}" fill="none" stroke="currentColor" '
-        f'stroke-width="1.5"/>'
-    )
+    parts += svg_score_axes(left, top, plot_right, plot_bottom, y_ticks, y_of, F)
     if readings:  # the first and last times under the axis, in the record's own unit
         fmt = "%Y-%m-%d" if span >= 2 * 86400 else "%H:%M:%S" if span < 86400 else "%d %b %H:%M"
         ends = [(0, "start")] + ([(len(readings) - 1, "end")] if len(readings) > 1 else [])
