@@ -34,6 +34,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 expect.set_options(timeout=TIMEOUT_MS)
 
+# The page's own helpers: pick a tab, upload files and wait for them, a screenshot per width.
+from test_browser import open_tab, shot, upload  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -73,23 +76,6 @@ def reload(tab) -> None:
     tab.wait_for_timeout(1500)  # the load event has had its chance to restore a calibration
 
 
-def open_tab(page, tab_id: str, name: str) -> None:
-    """Open a tab by its name, through the "More tabs" menu where a phone's width hides it."""
-    tab = page.locator(f"[role=tab][data-tab-id={tab_id}]")
-    if tab.count() and tab.is_visible():
-        tab.click()
-    else:
-        page.get_by_role("button", name="More tabs").click()
-        page.locator(".overflow-dropdown button", has_text=name).click()
-
-
-def upload(page, target: str, files: list[Path]) -> None:
-    page.locator(f"{target} input[type=file]").set_input_files([str(f) for f in files])
-    for f in files:
-        expect(page.locator(target)).to_contain_text(f.stem)
-    expect(page.locator(f"{target} .uploading")).to_have_count(0)
-
-
 def load_clip(page, clip: Path) -> None:
     """A 10 s recording into the Analyze tab's player, loaded once the player shows its length (the player
     shows the file's name only for a moment, if at all)."""
@@ -110,12 +96,6 @@ def adapt(page, normals: list[Path]) -> None:
     page.click("#calibrate-button")
     expect(page.locator("#calibration-status")).to_contain_text(f"{MACHINE} on {len(normals)} normal")
     open_tab(page, "analyze", "Analyze")
-
-
-def shot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}-{page.viewport_size['width']}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_url, normals, tmp_path):
