@@ -98,8 +98,9 @@ def adapt(page, normals: list[Path]) -> None:
     open_tab(page, "analyze", "Analyze")
 
 
-def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_url, normals, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+@pytest.mark.parametrize("width", [1400, 390])
+def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_url, normals, width, tmp_path):
+    context = browser.new_context(viewport={"width": width, "height": 900})
     try:
         page = open_page(context, app_url)
         banner = page.locator("#reference-banner")
