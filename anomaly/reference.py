@@ -346,19 +346,15 @@ class Reference:
         if len(starts) < 2 or self.piece_mean_ is None:
             return segment_scores, segment_starts
         size = np.sqrt(np.mean(np.square(z), axis=1))
-        seg_of = [
-            max(
-                (j for j, s0 in enumerate(segment_starts) if s0 <= p < s0 + self.segment_frames_),
-                key=lambda j: segment_scores[j],
-                default=int(np.argmax(segment_scores)),
-            )
-            for p in starts
-        ]
-        out = np.empty(len(starts))
-        for i, j in enumerate(seg_of):
-            inside = [k for k, p in enumerate(starts) if seg_of[k] == j]
-            top = max(size[k] for k in inside)
-            out[i] = segment_scores[j] * (size[i] / top if top > 0 else 1.0)
+        seg = np.asarray(segment_starts)
+        scores = np.asarray(segment_scores, dtype=np.float64)
+        covers = (starts[:, None] >= seg[None, :]) & (starts[:, None] < seg[None, :] + self.segment_frames_)
+        seg_of = np.where(
+            covers.any(axis=1), np.argmax(np.where(covers, scores[None, :], -np.inf), axis=1), np.argmax(scores)
+        )
+        top = np.zeros(len(scores))
+        np.maximum.at(top, seg_of, size)
+        out = scores[seg_of] * np.where(top[seg_of] > 0, size / np.where(top[seg_of] > 0, top[seg_of], 1.0), 1.0)
         return out, starts
 
     def departures(self, spec_db: np.ndarray, band_hz: np.ndarray, *, top: int = 3, min_db: float = 3.0):
