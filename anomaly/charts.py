@@ -25,6 +25,7 @@ from anomaly.plots import (
     pil_font,
     scale_position,
     score_scale,
+    svg_num,
     svg_score_axes,
     text_width,
     time_axis,
@@ -235,9 +236,7 @@ def batch_trend_svg(
     def y_of(value: float) -> float:
         return plot_bottom - scale_position(value, low, high) * plot_h
 
-    def f(v: float) -> str:
-        return f"{v:.1f}"
-
+    f = svg_num
     text = f'font-size="{F}" fill="currentColor"'
     parts = [
         f'<svg class="trend" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" '

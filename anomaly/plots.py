@@ -225,15 +225,17 @@ def time_axis(
     draw.text(((left + right) // 2, height_px - 6), title, font=font, fill=INK, anchor="md")
 
 
+def svg_num(v: float) -> str:
+    """A coordinate in an SVG picture: one decimal is finer than a screen pixel."""
+    return f"{v:.1f}"
+
+
 def svg_score_axes(
     left: float, top: float, right: float, bottom: float, y_ticks, y_of, font_px: float
 ) -> list[str]:
     """SVG of a score chart's frame: a faint line and a label at each of ``y_ticks`` (``y_of`` places a
     score), and the left and bottom axes from (``left``, ``top``) to (``right``, ``bottom``)."""
-
-    def f(v: float) -> str:
-        return f"{v:.1f}"
-
+    f = svg_num
     text = f'font-size="{font_px}" fill="currentColor"'
     parts = [
         f'<line x1="{f(left)}" x2="{f(right)}" y1="{f(y_of(value))}" y2="{f(y_of(value))}" stroke="currentColor" '

@@ -33,6 +33,7 @@ from anomaly.plots import (
     log_ticks,
     scale_position,
     score_scale,
+    svg_num,
     svg_score_axes,
 )
 from anomaly.scoring import LABELS, VERDICTS, Thresholds
@@ -274,9 +275,7 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
     def y_of(value: float) -> float:
         return plot_bottom - scale_position(value, low, high) * plot_h
 
-    def f(v: float) -> str:
-        return f"{v:.1f}"
-
+    f = svg_num
     text = f'font-size="{F}" fill="currentColor"'
     parts = [
         f'<svg class="record-trend" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" '
