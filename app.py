@@ -22,7 +22,7 @@ import gradio as gr
 from anomaly import charts, gauge, plots, spectrogram_plot
 from anomaly.decoding import AUDIO_EXTENSIONS
 from anomaly.errors import BundleError
-from anomaly.ui import lanes, limits, serving, uploads, views
+from anomaly.ui import lanes, limits, serving, streams, uploads, views
 from anomaly.ui.handlers import BATCH_COLUMNS, Page
 from anomaly.ui.live import LivePage
 from anomaly.ui.record import RECORD_KEY
@@ -159,8 +159,10 @@ def build(runtime: Runtime) -> SimpleNamespace:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=4, min_width=300):
                         c.live_in = gr.Audio(
-                            sources=["microphone"], type="numpy", streaming=True, label="Microphone",
+                            sources=["microphone"], type="filepath", streaming=True, label="Microphone",
                             elem_id="live-input",
+                            # The recording's waveform drawn 60 times a second cost the page half a core.
+                            waveform_options=gr.WaveformOptions(show_recording_waveform=False),
                         )
                         # Filled and shown by serving.HEAD's script when the browser refuses the microphone.
                         gr.HTML('<div id="live-mic-problem" hidden></div>', elem_id="live-mic-box")
@@ -388,7 +390,7 @@ def main() -> int:
         head=serving.HEAD,
         footer_links=["api", "gradio", "settings"],
         allowed_paths=[str(EXAMPLES_DIR)],
-        app_kwargs=uploads.app_kwargs(),
+        app_kwargs=uploads.app_kwargs(streams.middleware(runtime.live_chunks)),
     )
     return 0
 

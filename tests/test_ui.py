@@ -357,6 +357,47 @@ def test_listen_updates_every_second_and_stop_gives_the_summary(app):
     assert live_page.listen(_mic_chunks(1.0, 1.0, 1.0)[0], live, None) == {c.live_state: live}
 
 
+def _browser_wav(path: Path, sr: int, pcm: np.ndarray) -> str:
+    """A chunk as the page's recorder writes it: a WAV header that says "unknown length" (0xFFFFFFF7)."""
+    import struct
+
+    header = b"RIFF" + struct.pack("<I", 0xFFFFFFF7) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr, sr * 2, 2, 16)
+    path.write_bytes(header + b"data" + struct.pack("<I", 0xFFFFFFD3) + pcm.astype("<i2").tobytes())
+    return str(path)
+
+
+def test_a_busy_server_hears_every_chunk_posted_while_it_worked(app, tmp_path, monkeypatch):
+    """gradio hands a stream's handler only the last chunk posted; the tap notes every one, and the handler
+    hears them all, in order, then deletes their files. Here the handler runs for one chunk in seven."""
+    from types import SimpleNamespace
+
+    from anomaly.ui import streams
+
+    c, live_page = app.c, app.live
+    folder = tmp_path / "uploads"
+    monkeypatch.setattr(app.runtime, "live_chunks", streams.ChunkLog(folder))
+    monkeypatch.setattr(streams, "HEARD_LIFE_S", 0.0)
+    request = SimpleNamespace(session_hash="visitor-1")
+    live = call(app, live_page.start, None)[c.live_state]
+    paths, updates = [], []
+    for i, (sr, pcm) in enumerate(_mic_chunks(6.0, 6.0, 0.1)):
+        (folder / f"{i:04d}").mkdir(parents=True)
+        paths.append(_browser_wav(folder / f"{i:04d}" / "audio.wav", sr, pcm))
+        app.runtime.live_chunks.note(request.session_hash, paths[-1])
+        if i % 7 == 6:
+            out = call(app, live_page.listen, paths[-1], live, None, request)
+            updates += [out] if c.live_timeline in out else []
+    heard = len(paths) - len(paths) % 7
+    assert live.heard_s == pytest.approx(0.1 * heard, abs=1e-6)
+    assert not any(Path(p).exists() for p in paths[: heard - 7]), "heard chunks are deleted"
+    assert all(Path(p).exists() for p in paths[heard:]), "chunks not heard yet are kept"
+    call(app, live_page.listen, paths[-1], live, None, request)  # the rest
+    call(app, live_page.listen, paths[-1], live, None, request)  # the same chunk again: heard once
+    assert live.heard_s == pytest.approx(12.0, abs=1e-6)
+    assert len(live.history) == int(live.heard_s - live.window_s) + 1
+    assert label_of(updates[0][c.live_label]) == LABELS[0] and label_of(updates[-1][c.live_label]) != LABELS[0]
+
+
 def test_stop_after_a_fault_that_passed_says_the_fault_not_the_last_reading(app):
     """A session that ends NORMAL after a fault: the headline after Stop names the worst level and its share
     of the time, not the last reading."""

@@ -7,6 +7,7 @@ components it changes. One ``anomaly.live.LiveSession`` per visitor keeps the re
 from __future__ import annotations
 
 import logging
+import os
 import time
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from anomaly.scoring import LABELS, UNFAMILIAR
 from anomaly.ui.runtime import Runtime
 from anomaly.ui.serving import INTERNAL_ERROR, internal_message
 from anomaly.ui.session import Session, detector_for
+from anomaly.ui.streams import read_chunk
 from anomaly.ui.views import UNFAMILIAR_VERDICT, verdict_colour
 
 log = logging.getLogger("anomaly.ui")
@@ -177,12 +179,28 @@ class LivePage:
             c.live_worst: gr.File(value=None, visible=False),
         }
 
-    def listen(
-        self, chunk: tuple[int, np.ndarray] | None, live: LiveSession | None, session: Session | None
-    ) -> dict:
-        """One chunk of the microphone stream; every new second of audio, the last 2 s are scored.
+    def _chunks(self, chunk, request: gr.Request | None) -> list[tuple[int | None, np.ndarray | None]]:
+        """The chunks to hear now, oldest first: the page's chunk file and any posted before it that gradio
+        replaced while the server was busy (``anomaly.ui.streams``); a (rate, samples) chunk as it is."""
+        if not isinstance(chunk, str | os.PathLike):
+            return [chunk if chunk is not None else (None, None)]
+        log_ = self.runtime.live_chunks
+        paths = log_.take(request.session_hash if request is not None else None, str(chunk))
+        chunks = [read_chunk(path) for path in paths]
+        log_.forget(paths)
+        return chunks
 
-        Bad chunks (empty, silent, NaN) never stop the stream: the verdict says what is wrong.
+    def listen(
+        self,
+        chunk: str | tuple[int, np.ndarray] | None,
+        live: LiveSession | None,
+        session: Session | None,
+        request: gr.Request | None = None,
+    ) -> dict:
+        """One chunk of the microphone stream (its file, or rate and samples); every new second of audio,
+        the last 2 s are scored.
+
+        Bad chunks (empty, silent, NaN, unreadable) never stop the stream: the verdict says what is wrong.
         """
         c = self.c
         if live is None or (live.stopped_at is not None and time.time() - live.stopped_at > 2.0):
@@ -193,10 +211,11 @@ class LivePage:
         started = time.perf_counter()
         self.runtime.live_seats.seen(live)
         detector = self._detector(session)
-        sr, data = chunk if chunk is not None else (None, None)
         try:
+            readings = []
             with self.runtime.priority.interactive():
-                readings = live.feed(data, sr, detector)
+                for sr, data in self._chunks(chunk, request):
+                    readings += live.feed(data, sr, detector)
             if not readings:
                 if live.last is None:  # before the first verdict, say how far it is (the page knows it is alive)
                     return {c.live_state: live, c.live_label: self._label(LISTENING), c.live_status: live_status(live)}

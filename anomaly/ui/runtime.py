@@ -18,6 +18,7 @@ from anomaly.detector import Detector
 from anomaly.ui.lanes import LiveSeats, Priority
 from anomaly.ui.limits import CACHE_MAX_AGE_S
 from anomaly.ui.session import store_secret
+from anomaly.ui.streams import ChunkLog, upload_folder
 
 log = logging.getLogger("anomaly.ui")
 
@@ -35,6 +36,8 @@ class Runtime:
     # Interactive calls first (anomaly.ui.lanes); who is streaming a microphone now.
     priority: Priority = field(default_factory=Priority)
     live_seats: LiveSeats = field(default_factory=LiveSeats)
+    # The live chunks posted but not yet heard (anomaly.ui.streams), in gradio's upload folder.
+    live_chunks: ChunkLog = field(default_factory=lambda: ChunkLog(upload_folder()))
     _outputs: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
     _secret: bytes | None = field(default=None, repr=False)
 

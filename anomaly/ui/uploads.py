@@ -27,7 +27,9 @@ UPLOAD_WINDOW_S = 600.0
 # Per client and window: ten full batches (100 recordings of 10 s at 48 kHz stereo, about 400 MB each),
 # 7 MB/s on average; the probe's flood sent 183 MB/s.
 UPLOAD_BYTES = 4096 * 2**20
-UPLOAD_REQUESTS = 2000
+# A live microphone uploads ten 0.1 s chunks a second (6,000 per window): room for four behind one address
+# (an office behind one proxy). A flood of tiny uploads is bounded by the count, a flood of big ones by size.
+UPLOAD_REQUESTS = 24_000
 DISK_RESERVE_BYTES = 1024 * 2**20
 UPLOAD_PATH = "/gradio_api/upload"
 
@@ -123,9 +125,10 @@ async def _answer(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def app_kwargs() -> dict:
-    """What ``demo.launch(app_kwargs=...)`` needs to put ``UploadGuard`` in front of gradio's routes."""
+def app_kwargs(*inner) -> dict:
+    """What ``demo.launch(app_kwargs=...)`` needs to put ``UploadGuard`` in front of gradio's routes, and
+    the middleware ``inner`` behind it."""
     from gradio.utils import get_upload_folder
     from starlette.middleware import Middleware
 
-    return {"middleware": [Middleware(UploadGuard, folder=get_upload_folder())]}
+    return {"middleware": [Middleware(UploadGuard, folder=get_upload_folder()), *inner]}
