@@ -115,7 +115,8 @@ def test_a_batch_flood_or_an_analyze_burst_never_starves_another_clients_score(a
         during, failures = _timed_scores(app_server.url, uploaded[0], 20)
         answered = [f.result() for f in burst]
     assert not failures, failures
-    # /analyze competes for the same two cores (one at a time): the median, not the tail, is held to 3x here;
-    # on this shared machine its p95 came out at 1.8x to 6x, with other developers' load averages of 7 to 9.
-    assert np.median(during) <= 3 * np.median(alone), (np.round(alone, 3), np.round(during, 3))
+    # Measured on the 2-core machine (load 1-5): p95 alone 24-26 ms, 2.2-2.5x that during the batch flood,
+    # 2.0-2.3x during the burst (the /analyze lane runs one at a time and leaves a core to /score).
+    print(f"/score p95: alone {_p95(alone):.3f} s, batch flood {_p95(loaded):.3f} s, /analyze burst {_p95(during):.3f} s")
+    assert _p95(during) <= 3 * _p95(alone), (np.round(alone, 3), np.round(during, 3))
     assert len(answered) == 80
