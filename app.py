@@ -346,7 +346,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
             **private,
         )
 
-    serving.refuse_unusable_inputs(demo)
+    serving.refuse_unusable_inputs(demo, unused_upload_s=uploads.unused_upload_s())
     demo.queue(default_concurrency_limit=2)
     lanes.share_the_queue(demo)
     return SimpleNamespace(demo=demo, page=page, live=live, c=c, examples=examples, runtime=runtime)

@@ -17,6 +17,11 @@ HF_ENDPOINT
 GEARBOX_STORE_SECRET, GEARBOX_DATA_DIR, XDG_DATA_HOME
     The app's secret for signing calibrations kept in browsers, and its folder for what it keeps between
     runs (default ``$XDG_DATA_HOME/gearbox-sound-check``, else ``~/.local/share/gearbox-sound-check``).
+GEARBOX_UPLOAD_BUDGET
+    ``REQUESTS,MEGABYTES``: how many uploads, and how many megabytes, one client may send to the app within
+    its upload window (default: ``anomaly.ui.uploads``'s own).
+GEARBOX_UNUSED_UPLOAD_S
+    Seconds an upload is kept when no call uses it (default ``anomaly.ui.limits.UNUSED_UPLOAD_MAX_AGE_S``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ ENV_REVISION = "ANOMALY_HUB_REVISION"
 ENV_ENDPOINT = "HF_ENDPOINT"
 ENV_STORE_SECRET = "GEARBOX_STORE_SECRET"
 ENV_DATA_DIR = "GEARBOX_DATA_DIR"
+ENV_UPLOAD_BUDGET = "GEARBOX_UPLOAD_BUDGET"
+ENV_UNUSED_UPLOAD_S = "GEARBOX_UNUSED_UPLOAD_S"
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -62,6 +69,32 @@ def _text(environ: Mapping[str, str], name: str) -> str | None:
     return environ.get(name, "").strip() or None
 
 
+def _upload_budget(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    text = _text(environ, ENV_UPLOAD_BUDGET)
+    if text is None:
+        return None
+    try:
+        requests, megabytes = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{ENV_UPLOAD_BUDGET} must be two whole numbers, REQUESTS,MEGABYTES; got {text!r}") from None
+    if requests <= 0 or megabytes <= 0:
+        raise ValueError(f"{ENV_UPLOAD_BUDGET} must be positive; got {text!r}")
+    return requests, megabytes * 2**20
+
+
+def _unused_upload_s(environ: Mapping[str, str]) -> float | None:
+    text = _text(environ, ENV_UNUSED_UPLOAD_S)
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{ENV_UNUSED_UPLOAD_S} must be a positive number of seconds; got {text!r}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where to load the model from, and the app's secret and data folder.
@@ -80,6 +113,10 @@ class Settings:
         ``GEARBOX_STORE_SECRET``.
     data_dir : Path
         ``GEARBOX_DATA_DIR``, else the XDG data folder.
+    upload_budget : (int, int) or None
+        ``GEARBOX_UPLOAD_BUDGET``: uploads and bytes per client and window; None: the app's default.
+    unused_upload_s : float or None
+        ``GEARBOX_UNUSED_UPLOAD_S``; None: the app's default.
 
     Examples
     --------
@@ -96,6 +133,8 @@ class Settings:
     bundled: Path = DEFAULT_BUNDLE
     store_secret: str | None = field(default=None, repr=False)
     data_dir: Path = field(default_factory=lambda: _data_dir({}))
+    upload_budget: tuple[int, int] | None = None
+    unused_upload_s: float | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,4 +148,6 @@ class Settings:
             hub_endpoint=_text(env, ENV_ENDPOINT),
             store_secret=env.get(ENV_STORE_SECRET) or None,
             data_dir=_data_dir(env),
+            upload_budget=_upload_budget(env),
+            unused_upload_s=_unused_upload_s(env),
         )

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOW_TESTS = {
     "test_app.py::test_an_examples_cache_left_half_done_by_a_crash_is_rebuilt",
     "test_app.py::test_an_unavailable_hub_model_falls_back_and_the_page_says_why",
+    "test_app.py::test_an_upload_flood_leaves_the_app_answering_with_a_clear_message",
     "test_archive.py::test_separate_scheduler_scores_every_file_with_its_folders_calibration",
     "test_archive.py::test_killed_local_run_resumes_with_only_the_rest_and_the_same_table",
     "test_faults.py::test_corrupted_hub_download_is_refused_and_the_output_names_the_model",

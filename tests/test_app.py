@@ -532,3 +532,87 @@ def test_a_calibration_file_that_cannot_be_used_is_one_clear_message(client, exa
         message = str(refused.value)
         assert "pump_notes.npz" in message and "calibration" in message, message
         assert "Traceback" not in message and "/tmp/" not in message, message
+
+
+# --- an upload flood ---------------------------------------------------------------------------------------
+
+FLOOD_BUDGET, UNUSED_UPLOAD_S = 40, 3
+
+
+def test_an_upload_flood_leaves_the_app_answering_with_a_clear_message(launch_app, tmp_path, example_clips):
+    """One client floods /gradio_api/upload from four threads until refused; another's /score still answers;
+    an upload bigger than the free disk is refused with a sentence; the flood's unused uploads are deleted
+    after the (shortened) unused life while the one a call used stays, and naming a deleted one says so."""
+    import shutil
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from anomaly.ui.launcher import http_call, http_upload
+
+    env = {"GEARBOX_UPLOAD_BUDGET": f"{FLOOD_BUDGET},50", "GEARBOX_UNUSED_UPLOAD_S": str(UNUSED_UPLOAD_S)}
+    with launch_app(tmp_path, **env) as server:
+        visitor = httpx.Client(base_url=server.url, headers={"x-forwarded-for": "198.51.100.2"}, timeout=120)
+        used = http_upload(visitor, example_clips / "normal_source.wav")
+        flood: list[httpx.Response] = []
+
+        def send_uploads(thread: int) -> None:
+            with httpx.Client(base_url=server.url, headers={"x-forwarded-for": "203.0.113.7"}, timeout=60) as http:
+                for i in range(FLOOD_BUDGET // 4 + 5):  # distinct contents: a folder each
+                    content = f"flood {thread} {i} ".encode() * 1000
+                    flood.append(http.post("/gradio_api/upload", files={"files": (f"f{thread}-{i}.wav", content)}))
+
+        threads = [threading.Thread(target=send_uploads, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        during = http_call(visitor, "/score", [used, None])  # while the flood runs
+        for thread in threads:
+            thread.join()
+        after = http_call(visitor, "/score", [used, None])
+        assert during[0]["label"] in LABELS and after[0] == during[0]
+
+        accepted = [r for r in flood if r.status_code == 200]
+        refused = [r for r in flood if r.status_code != 200]
+        assert len(accepted) == FLOOD_BUDGET and len(refused) == len(flood) - FLOOD_BUDGET > 0
+        assert {r.status_code for r in refused} == {429}
+        assert refused[0].json()["detail"].startswith("Too many uploads from you: ") and refused[0].json()[
+            "detail"
+        ].endswith(f"at most 50 MB and {FLOOD_BUDGET} uploads per 10 minutes. Try again later.")
+
+        # An upload that says it is bigger than the free disk is refused before a byte of it is read.
+        claimed = shutil.disk_usage(tmp_path).free + 2**30
+        where = urlsplit(server.url)
+        with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.9\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % claimed
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 507") and b"The server's disk is full for now" in answer, answer[:300]
+
+        flooded = [Path(r.json()[0]) for r in accepted]
+        assert all(p.is_file() for p in flooded[-5:])  # the youngest are still there now...
+        deadline = time.monotonic() + UNUSED_UPLOAD_S + 15
+        while any(p.parent.exists() for p in flooded):  # ...and gone after the unused life
+            assert time.monotonic() < deadline, [p for p in flooded if p.parent.exists()][:3]
+            time.sleep(0.2)
+        assert Path(used["path"]).is_file()  # older than any of them, but a call used it
+
+        gone = {"path": str(flooded[0]), "orig_name": flooded[0].name, "meta": {"_type": "gradio.FileData"}}
+        event_id = visitor.post("/gradio_api/call/score", json={"data": [gone, None]}).json()["event_id"]
+        with visitor.stream("GET", f"/gradio_api/call/score/{event_id}") as stream:
+            text = "".join(stream.iter_text())
+        assert text.startswith("event: error"), text
+        assert json.loads(text.split("data:", 1)[1])["error"] == (
+            f"{flooded[0].name} is no longer on the server: an upload that no call uses within "
+            f"{UNUSED_UPLOAD_S} seconds is deleted, any upload after 15 minutes; upload it again."
+        )
+        assert after == http_call(visitor, "/score", [used, None])  # and the app answers still
+        visitor.close()
+        assert "Traceback" not in server.log_tail(10**7)

@@ -11,3 +11,7 @@ MAX_BATCH_FILES = 100
 MAX_CALIBRATION_FILES = 200
 # Uploads and generated files are deleted this long after they were made (checked every CACHE_SWEEP_S).
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 300, 900
+# An upload that no call has named is deleted sooner (anomaly.ui.uploads): anyone can post files without
+# ever calling an endpoint. The page uploads a file when it is chosen, so this is also how long a visitor
+# may wait between choosing a file and pressing Analyze.
+UNUSED_UPLOAD_MAX_AGE_S = 300

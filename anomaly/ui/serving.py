@@ -21,7 +21,7 @@ import gradio as gr
 from PIL.Image import DecompressionBombError
 
 from anomaly.errors import AudioInputError, BundleError, CalibrationError, GearboxError, HubError
-from anomaly.ui import limits
+from anomaly.ui import limits, uploads
 from anomaly.ui.scripts import HEAD  # noqa: F401 - app.py serves it from here
 
 log = logging.getLogger("anomaly.ui")
@@ -120,7 +120,7 @@ def api_errors(doing: str, paths: Sequence[str | Path] = ()) -> Iterator[None]:
         raise gr.Error(failure.message, title=failure.title, print_exception=False)
 
 
-def refuse_unusable_inputs(demo: gr.Blocks) -> gr.Blocks:
+def refuse_unusable_inputs(demo: gr.Blocks, *, unused_upload_s: float = limits.UNUSED_UPLOAD_MAX_AGE_S) -> gr.Blocks:
     """Say why gradio itself refused an API call's input, instead of ``{"error": null}`` and a traceback.
 
     Before a handler runs, gradio moves every file named in a call into its cache; a path on the server that
@@ -128,15 +128,24 @@ def refuse_unusable_inputs(demo: gr.Blocks) -> gr.Blocks:
     there, outside any handler, and gradio hides the message and logs a traceback. Here the refusal
     becomes a ``gr.Error`` with gradio's reason and what to do instead, and one line in the log. (An
     instance attribute, like ``tolerate_unreadable_images``.)
+
+    An upload that has been deleted (``uploads.UploadGuard`` deletes those no call used within
+    ``unused_upload_s``, gradio the rest after its cache age) would reach the handler as a missing file, or
+    fail inside gradio; the visitor is told instead that it is gone and to upload it again.
     """
     import httpx
     from gradio.exceptions import Error
+    from gradio.utils import get_upload_folder
 
     preprocess_data = demo.preprocess_data
 
-    async def refusing(*args, **kwargs):
+    async def refusing(block_fn, inputs, *args, **kwargs):
+        gone = uploads.deleted_uploads(inputs, get_upload_folder())
+        if gone:
+            message = uploads.gone_message(gone, unused_upload_s, cache_sweep()[1])
+            raise refuse(message, title="Upload it again")
         try:
-            return await preprocess_data(*args, **kwargs)
+            return await preprocess_data(block_fn, inputs, *args, **kwargs)
         except Error:
             raise
         except (ValueError, OSError, httpx.HTTPError) as exc:  # InvalidPathError is a ValueError
