@@ -111,6 +111,8 @@ def predict_command(args: argparse.Namespace) -> int:
             print(json.dumps(result.to_json()))
         else:
             print(f"{result.file}\t{result.score:.3f}\t{result.percentile:5.1f}%\t{result.label}")
+            for note in result.notes:  # a file cut short, a low-rate codec: on stderr, the table stays a table
+                print(f"note: {result.file}: {note}", file=sys.stderr)
     return EXIT_BAD_INPUT if failed else 0
 
 

@@ -236,6 +236,8 @@ def test_every_format_and_rate_gets_the_verdict_of_the_wav(example, bundled_dete
         uploads[f"wav-{rate}hz"] = buffer.getvalue()
     for case, data in uploads.items():
         result = bundled_detector.analyze(data, name=f"{example}.{case}")
+        # libvorbis at 16 kHz (not in PyAV's wheels) does change labels; the answer warns of any Vorbis below 32 kHz
+        assert any("Ogg Vorbis at 16 kHz" in n for n in result.notes) == (case == "ogg-vorbis-16khz"), case
         assert result.label == base.label, (case, result.score, base.score)
         assert result.score == pytest.approx(base.score, rel=0.15), (case, result.score, base.score)
 
