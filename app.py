@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from anomaly import charts, gauge, plots, spectrogram_plot
+from anomaly.config import Settings
 from anomaly.decoding import AUDIO_EXTENSIONS
 from anomaly.errors import BundleError
 from anomaly.ui import lanes, limits, serving, streams, uploads, views
@@ -348,7 +349,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
 
     serving.refuse_unusable_inputs(demo, unused_upload_s=uploads.unused_upload_s())
     demo.queue(default_concurrency_limit=2)
-    lanes.share_the_queue(demo)
+    lanes.share_the_queue(demo, Settings.from_environ().proxy_hops)
     return SimpleNamespace(demo=demo, page=page, live=live, c=c, examples=examples, runtime=runtime)
 
 

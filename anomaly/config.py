@@ -22,6 +22,10 @@ GEARBOX_UPLOAD_BUDGET
     its upload window (default: ``anomaly.ui.uploads``'s own).
 GEARBOX_UNUSED_UPLOAD_S
     Seconds an upload is kept when no call uses it (default ``anomaly.ui.limits.UNUSED_UPLOAD_MAX_AGE_S``).
+GEARBOX_PROXY_HOPS, SPACE_ID
+    How many proxies stand in front of the app and add to ``X-Forwarded-For`` (default 1 on a Space, where
+    ``SPACE_ID`` is set, else 0: the header is ignored). Per-visitor limits are kept by the address the
+    outermost proxy saw; what a client writes in the header itself is not trusted.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ ENV_STORE_SECRET = "GEARBOX_STORE_SECRET"
 ENV_DATA_DIR = "GEARBOX_DATA_DIR"
 ENV_UPLOAD_BUDGET = "GEARBOX_UPLOAD_BUDGET"
 ENV_UNUSED_UPLOAD_S = "GEARBOX_UNUSED_UPLOAD_S"
+ENV_PROXY_HOPS = "GEARBOX_PROXY_HOPS"
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -95,6 +100,15 @@ def _unused_upload_s(environ: Mapping[str, str]) -> float | None:
     return seconds
 
 
+def _proxy_hops(environ: Mapping[str, str]) -> int:
+    text = _text(environ, ENV_PROXY_HOPS)
+    if text is None:
+        return 1 if _text(environ, "SPACE_ID") else 0
+    if not text.isdigit() or int(text) > 10:
+        raise ValueError(f"{ENV_PROXY_HOPS} must be a whole number of proxies from 0 to 10; got {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where to load the model from, and the app's secret and data folder.
@@ -117,6 +131,8 @@ class Settings:
         ``GEARBOX_UPLOAD_BUDGET``: uploads and bytes per client and window; None: the app's default.
     unused_upload_s : float or None
         ``GEARBOX_UNUSED_UPLOAD_S``; None: the app's default.
+    proxy_hops : int
+        ``GEARBOX_PROXY_HOPS``: proxies in front of the app (1 on a Space, else 0).
 
     Examples
     --------
@@ -135,6 +151,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: _data_dir({}))
     upload_budget: tuple[int, int] | None = None
     unused_upload_s: float | None = None
+    proxy_hops: int = 0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,4 +167,5 @@ class Settings:
             data_dir=_data_dir(env),
             upload_budget=_upload_budget(env),
             unused_upload_s=_unused_upload_s(env),
+            proxy_hops=_proxy_hops(env),
         )

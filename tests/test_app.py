@@ -554,6 +554,7 @@ def test_an_upload_flood_leaves_the_app_answering_with_a_clear_message(launch_ap
     from anomaly.ui.launcher import http_call, http_upload
 
     env = {"GEARBOX_UPLOAD_BUDGET": f"{FLOOD_BUDGET},50", "GEARBOX_UNUSED_UPLOAD_S": str(UNUSED_UPLOAD_S)}
+    env["GEARBOX_PROXY_HOPS"] = "1"  # as on a Space: the two visitors are told apart by X-Forwarded-For
     with launch_app(tmp_path, **env) as server:
         visitor = httpx.Client(base_url=server.url, headers={"x-forwarded-for": "198.51.100.2"}, timeout=120)
         used = http_upload(visitor, example_clips / "normal_source.wav")

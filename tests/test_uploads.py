@@ -38,7 +38,7 @@ def client(tmp_path, **limits) -> TestClient:
 
 
 def test_a_client_over_its_upload_budget_is_told_so_and_others_are_not(tmp_path):
-    http = client(tmp_path, max_bytes=3000, max_requests=100, window_s=60)
+    http = client(tmp_path, max_bytes=3000, max_requests=100, window_s=60, proxy_hops=1)
     for _ in range(2):
         assert http.post(UPLOAD_PATH, files={"files": ("a.wav", b"x" * 1000)}).status_code == 200
     refused = http.post(UPLOAD_PATH, files={"files": ("b.wav", b"x" * 1000)})
@@ -220,3 +220,16 @@ def test_a_bad_upload_budget_in_the_environment_is_one_sentence(text):
     with pytest.raises(ValueError, match="GEARBOX_UPLOAD_BUDGET must be"):
         Settings.from_environ({"GEARBOX_UPLOAD_BUDGET": text})
     assert Settings.from_environ({"GEARBOX_UPLOAD_BUDGET": " 30,2 "}).upload_budget == (30, 2 * 2**20)
+
+
+@pytest.mark.parametrize("proxy_hops", [0, 1])
+def test_an_address_written_by_the_client_does_not_dodge_the_budget(tmp_path, proxy_hops):
+    """With no proxy X-Forwarded-For is ignored; behind one, only the entry the proxy added counts (a proxy
+    appends the address it saw: here the TestClient's "testclient" stands for it when there is no header)."""
+    http = client(tmp_path, max_requests=3, proxy_hops=proxy_hops)
+    codes = []
+    for i in range(5):
+        spoofed = f"10.0.0.{i}" + (", 198.51.100.7" if proxy_hops else "")
+        answer = http.post(UPLOAD_PATH, files={"files": ("a.wav", b"x")}, headers={"x-forwarded-for": spoofed})
+        codes.append(answer.status_code)
+    assert codes == [200] * 3 + [429] * 2

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from anomaly.ui.limits import client_address
+
 BATCH_LANE = "batch"
 BATCH_LIMIT = 1  # batches run one at a time
 BATCH_QUEUE = 16  # batches waiting, all clients together
@@ -37,17 +39,15 @@ LIVE_LISTENERS = 4
 YIELD_AT_MOST_S = 10.0
 
 
-def client_of(request) -> str:
-    """Who sent a request: the first address a proxy (a Space's) forwarded for, else the peer's address."""
+def client_of(request, proxy_hops: int = 0) -> str:
+    """Who sent a request (``limits.client_address``: the address the outermost proxy saw, if any)."""
     if request is None:
         return "?"
     forwarded = request.headers.get("x-forwarded-for", "")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else "?"
+    return client_address(forwarded, request.client.host if request.client else None, proxy_hops)
 
 
-def share_the_queue(demo: gr.Blocks) -> gr.Blocks:
+def share_the_queue(demo: gr.Blocks, proxy_hops: int = 0) -> gr.Blocks:
     """Lift gradio's global queue size and keep each lane's own at the door (call after ``demo.queue``).
 
     A refused call gets one sentence (gradio answers it with HTTP 400 or 503 and the sentence as detail):
@@ -68,8 +68,8 @@ def share_the_queue(demo: gr.Blocks) -> gr.Blocks:
         waiting = queue.event_queue_per_concurrency_id.get(lane)
         events = list(waiting.queue) if waiting is not None else []
         if lane == BATCH_LANE:
-            me = client_of(request)
-            mine = sum(1 for event in events if client_of(event.request) == me)
+            me = client_of(request, proxy_hops)
+            mine = sum(1 for event in events if client_of(event.request, proxy_hops) == me)
             if mine >= BATCH_PER_CLIENT:
                 return (
                     False,

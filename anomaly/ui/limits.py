@@ -15,3 +15,23 @@ CACHE_SWEEP_S, CACHE_MAX_AGE_S = 300, 900
 # ever calling an endpoint. The page uploads a file when it is chosen, so this is also how long a visitor
 # may wait between choosing a file and pressing Analyze.
 UNUSED_UPLOAD_MAX_AGE_S = 300
+
+
+def client_address(forwarded: str | None, peer: str | None, proxy_hops: int) -> str:
+    """Who sent a request, for the per-visitor limits.
+
+    Behind ``proxy_hops`` proxies (a Space's: 1) it is the address the outermost proxy saw: the
+    ``proxy_hops``-th entry of ``X-Forwarded-For`` from the end. Entries before it are whatever the client
+    wrote itself (a flooder could rotate them to dodge every per-visitor limit). With no proxy the header is
+    not trusted at all and the peer's address is the visitor.
+
+    >>> client_address("1.2.3.4, 198.51.100.7", "10.0.0.1", 1)
+    '198.51.100.7'
+    >>> client_address("1.2.3.4", "203.0.113.9", 0)
+    '203.0.113.9'
+    """
+    if proxy_hops > 0 and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-min(proxy_hops, len(hops))]
+    return peer or "?"

@@ -52,12 +52,10 @@ INSPECTED_BODY_BYTES = 2**20
 MAX_NOTED_UPLOADS = 20_000
 
 
-def _client(scope: dict) -> str:
-    for name, value in scope.get("headers") or []:
-        if name == b"x-forwarded-for":
-            return value.decode("latin-1").split(",")[0].strip()
-    client = scope.get("client")
-    return client[0] if client else "?"
+def _client(scope: dict, proxy_hops: int) -> str:
+    forwarded = ",".join(v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"x-forwarded-for")
+    peer = scope.get("client")
+    return limits.client_address(forwarded, peer[0] if peer else None, proxy_hops)
 
 
 class UploadGuard:
@@ -76,8 +74,10 @@ class UploadGuard:
         used_max_age_s: float = limits.CACHE_MAX_AGE_S,
         max_noted: int = MAX_NOTED_UPLOADS,
         inspected_bytes: int = INSPECTED_BODY_BYTES,
+        proxy_hops: int = 0,
     ):
         self.app = app
+        self.proxy_hops = proxy_hops
         self.folder = Path(folder)
         self.max_bytes, self.max_requests, self.window_s = max_bytes, max_requests, window_s
         self.reserve_bytes = reserve_bytes
@@ -97,7 +97,7 @@ class UploadGuard:
         if scope.get("method") == "POST" and scope.get("path", "").endswith(UPLOAD_PATH):
             refusal = self._refusal(scope)
             if refusal is not None:
-                log.info("refused an upload from %s: %s", _client(scope), refusal[1])
+                log.info("refused an upload from %s: %s", _client(scope, self.proxy_hops), refusal[1])
                 return await _answer(send, *refusal)
             send = self._noting(send)
         elif scope.get("method") == "POST":
@@ -130,7 +130,7 @@ class UploadGuard:
             free = None
         if free is not None and free - length < self.reserve_bytes:
             return 507, _DISK_FULL
-        now, who = time.monotonic(), _client(scope)
+        now, who = time.monotonic(), _client(scope, self.proxy_hops)
         with self._lock:
             sent = self._sent[who]
             while sent and sent[0][0] < now - self.window_s:
@@ -355,7 +355,11 @@ def app_kwargs(*inner, settings: Settings | None = None) -> dict:
     from anomaly.ui.serving import cache_sweep
 
     settings = Settings.from_environ() if settings is None else settings
-    options = {"unused_max_age_s": unused_upload_s(settings), "used_max_age_s": cache_sweep()[1]}
+    options = {
+        "unused_max_age_s": unused_upload_s(settings),
+        "used_max_age_s": cache_sweep()[1],
+        "proxy_hops": settings.proxy_hops,
+    }
     if settings.upload_budget is not None:
         options["max_requests"], options["max_bytes"] = settings.upload_budget
     return {"middleware": [Middleware(UploadGuard, folder=get_upload_folder(), **options), *inner]}
