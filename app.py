@@ -371,8 +371,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
+        Settings.from_environ()  # the operator's settings (upload budget, proxies, ...), checked before any work
+        serving.cache_sweep()
         runtime = Runtime.load()
-    except BundleError as exc:  # a missing or damaged model is the operator's to fix: one line, as the CLI
+    except (BundleError, ValueError) as exc:  # the operator's to fix: one line, as the CLI
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app = build(runtime)

@@ -332,6 +332,27 @@ def test_a_bad_bundle_stops_the_app_with_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("GEARBOX_UPLOAD_BUDGET", "lots", "GEARBOX_UPLOAD_BUDGET must be two whole numbers"),
+        ("GEARBOX_UNUSED_UPLOAD_S", "-5", "GEARBOX_UNUSED_UPLOAD_S must be a positive number"),
+        ("GEARBOX_PROXY_HOPS", "one", "GEARBOX_PROXY_HOPS must be a whole number"),
+        ("GEARBOX_CACHE_SWEEP", "300", "GEARBOX_CACHE_SWEEP must be two whole numbers"),
+    ],
+)
+def test_a_bad_setting_stops_the_app_with_one_line_and_exit_2(tmp_path, name, value, says):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", **{name: value})
+    app_py = Path(__file__).resolve().parent.parent / "app.py"
+    done = subprocess.run([sys.executable, str(app_py)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: {says}"), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
 def test_the_apps_upload_guard_is_in_front_of_gradio(app_url):
     """The guard (tests/test_uploads.py) answers an upload that does not say its size before gradio reads it."""
     import socket
