@@ -64,7 +64,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
     params = detector.params
     c = SimpleNamespace()  # the page's components, by name, for the handlers
     page, live = Page(runtime, c), LivePage(runtime, c)
-    with gr.Blocks(title=TITLE, delete_cache=serving.cache_sweep()) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=limits.cache_sweep()) as demo:
         # Per visitor; gradio drops both when the tab closes. The last analysis holds the log-mel and the map
         # (a few MB for a long recording), so it also expires after an hour of inactivity.
         c.session = gr.State(None)
@@ -372,7 +372,7 @@ def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         Settings.from_environ()  # the operator's settings (upload budget, proxies, ...), checked before any work
-        serving.cache_sweep()
+        limits.cache_sweep()
         runtime = Runtime.load()
     except (BundleError, ValueError) as exc:  # the operator's to fix: one line, as the CLI
         print(f"error: {exc}", file=sys.stderr)

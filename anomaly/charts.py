@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -44,11 +45,12 @@ def window_timeline(
     height_px: int = TIMELINE_HEIGHT_PX,
     time_range_s: tuple[float, float] | None = None,
     xlabel: str = "time (s)",
-    familiar: bool = True,
+    familiar: bool | Sequence[bool] = True,
 ) -> np.ndarray:
     """Score of every analysis window over time, coloured by the label it would get on its own (grey bars and
     threshold lines, like the verdict, when ``familiar=False``: the verdict is unfamiliar, and its scores
-    measure an unknown machine).
+    measure an unknown machine). ``familiar`` may also say it window by window (live readings): then the
+    unfamiliar windows' bars are grey.
 
     One bar per window, centred on it (windows overlap, so bars are drawn narrower than the window);
     dashed lines mark the two thresholds, named in a legend at the top. Scores are on a log scale
@@ -64,6 +66,8 @@ def window_timeline(
     scores = np.asarray(window_scores, dtype=np.float64).reshape(-1)
     if times.shape != scores.shape:
         raise ValueError(f"{len(times)} window times for {len(scores)} scores")
+    each_familiar = np.broadcast_to(np.asarray(familiar, dtype=bool), scores.shape)
+    familiar = bool(each_familiar.any()) or not len(scores)  # the threshold lines: grey only when none is
     end = float(times.max() + window_seconds) if len(times) else window_seconds
     t0, t1 = time_range_s or (0.0, end)
     if not t1 > t0:
@@ -104,14 +108,14 @@ def window_timeline(
     spacing = min(max(hop, 0.5 * window_seconds), window_seconds)
     half_px = max(1.0, 0.4 * spacing / (t1 - t0) * plot_w)
     overflow = []
-    for start, score in zip(times, scores, strict=True):
+    for start, score, known in zip(times, scores, each_familiar, strict=True):
         if not np.isfinite(score):
             continue
         centre = x_of(start + window_seconds / 2)
         x0, x1 = max(round(centre - half_px), left), min(round(centre + half_px) - 1, plot_right)
         if x1 < x0:
             continue  # outside the time range
-        colour = zone_colour(score, thresholds) if familiar else MUTED
+        colour = zone_colour(score, thresholds) if known else MUTED
         # A score at or below the bottom of the scale still gets a stub, so that every window shows.
         draw.rectangle([x0, min(y_of(score), plot_bottom - 3), x1, plot_bottom], fill=colour)
         if score > high:
@@ -170,8 +174,10 @@ def live_timeline(
     *,
     now_s: float,
     span_s: float = 60.0,
+    familiar: bool | Sequence[bool] = True,
 ) -> np.ndarray:
-    """The rolling timeline of a live session: the last ``span_s`` seconds of window scores, thresholds drawn.
+    """The rolling timeline of a live session: the last ``span_s`` seconds of window scores, thresholds drawn
+    (an unfamiliar reading's bar grey, as its verdict).
 
     The x axis is fixed at ``span_s`` wide (from 0 until that much has been heard, then sliding with
     ``now_s``), so that the bars do not stretch as they arrive.
@@ -184,6 +190,7 @@ def live_timeline(
         window_seconds,
         time_range_s=time_range,
         xlabel="seconds of listening",
+        familiar=familiar,
     )
 
 

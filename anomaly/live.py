@@ -265,6 +265,10 @@ class LiveSession:
         starts = np.asarray([r.time_s - self.window_s for r in scored], dtype=np.float64)
         return starts, np.asarray([r.score for r in scored], dtype=np.float64)
 
+    def timeline_familiar(self) -> np.ndarray:
+        """For each window of ``timeline``: was its sound familiar (an unfamiliar reading's bar is grey)."""
+        return np.asarray([r.familiar for r in self.history if r.score is not None], dtype=bool)
+
     def csv_text(self) -> str:
         """The log (up to ``log_s``): one row per reading, time in seconds of listening."""
         out = io.StringIO()

@@ -622,7 +622,7 @@ def test_every_example_still_works_after_the_cache_sweep_has_run_twice(browser, 
     use this file". Here the sweep runs every 2 s on files older than 3 s, and each example is clicked after
     it has run at least twice past the examples' age."""
     import app as app_module
-    from anomaly.ui.serving import ENV_CACHE_SWEEP
+    from anomaly.ui.limits import ENV_CACHE_SWEEP
     from anomaly.ui.views import example_label
 
     examples = app_module.EXAMPLES

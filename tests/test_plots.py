@@ -235,6 +235,18 @@ def test_timeline_of_an_unfamiliar_recording_is_grey_like_its_verdict():
     assert pixels_like(familiar, AMBER).sum() > 100
 
 
+def test_live_timeline_greys_only_the_unfamiliar_readings():
+    """Live readings are judged one by one: the machine may be unfamiliar for a while (a door opened)."""
+    thresholds = Thresholds(10.0, 12.0)
+    times = np.arange(9) * 1.0
+    scores = np.array([5.0] * 4 + [20.0] * 2 + [5.0] * 3)
+    known = np.array([True] * 4 + [False, True] + [True] * 3)
+    image = live_timeline(times, scores, thresholds, 2.0, now_s=11.0, familiar=known)
+    assert len(bar_heights(image, GREEN)) == 7 and len(bar_heights(image[FONT_PX * 2 :], RED)) == 1
+    grey = live_timeline(times, scores, thresholds, 2.0, now_s=11.0, familiar=np.ones(9, bool) & ~known)
+    assert len(bar_heights(grey, GREEN)) == 0 and pixels_like(grey, AMBER).sum() > 100  # the lines keep colour
+
+
 def test_timeline_shows_scores_from_a_tenth_to_thirty():
     # Far-off thresholds, so that every bar is green and only the bars are green.
     scores = np.array([0.1, 0.3, 1.0, 3.0, 10.0, 30.0])

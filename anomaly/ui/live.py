@@ -155,7 +155,8 @@ class LivePage:
         )
         starts, scores = live.timeline()
         timeline = live_timeline(
-            starts, scores, t, live.window_s, now_s=live.heard_s, span_s=live.history_s
+            starts, scores, t, live.window_s, now_s=live.heard_s, span_s=live.history_s,
+            familiar=live.timeline_familiar(),
         )
         return gauge, timeline
 

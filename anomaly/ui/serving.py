@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +25,6 @@ from anomaly.ui import limits, uploads
 from anomaly.ui.scripts import HEAD  # noqa: F401 - app.py serves it from here
 
 log = logging.getLogger("anomaly.ui")
-# "SWEEP,AGE" in seconds: how often gradio's cache sweep runs and how old a file must be to go (default
-# limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S). Tests set a few seconds to see the sweep at work.
-ENV_CACHE_SWEEP = "GEARBOX_CACHE_SWEEP"
 
 INTERNAL_ERROR = "Internal error"
 
@@ -142,7 +139,7 @@ def refuse_unusable_inputs(demo: gr.Blocks, *, unused_upload_s: float = limits.U
     async def refusing(block_fn, inputs, *args, **kwargs):
         gone = uploads.deleted_uploads(inputs, get_upload_folder())
         if gone:
-            message = uploads.gone_message(gone, unused_upload_s, cache_sweep()[1])
+            message = uploads.gone_message(gone, unused_upload_s, limits.cache_sweep()[1])
             raise refuse(message, title="Upload it again")
         try:
             return await preprocess_data(block_fn, inputs, *args, **kwargs)
@@ -224,7 +221,6 @@ def example_in_api_docs(component: gr.components.Component, example: Path, *, re
     On a Space (``SPACE_HOST`` is set) the snippet fetches the example from the Space itself; elsewhere it
     names the file by its path in the repository, which works from a clone.
     """
-    import os
 
     host = os.environ.get("SPACE_HOST")
     where = f"https://{host}/gradio_api/file={example}" if host else str(example.relative_to(repo_root))
@@ -288,20 +284,6 @@ THEME_ARGS = {"primary_hue": "teal", "secondary_hue": "slate", "neutral_hue": "s
 # How often the browser's microphone chunks reach the server; a reading is made every second of audio
 # whatever the chunk size, so this only bounds how late a reading can be (half a second at most).
 LIVE_STREAM_EVERY_S = 0.5
-
-
-def cache_sweep(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """``delete_cache`` for the Blocks: (every how many seconds, files older than how many seconds)."""
-    text = (os.environ if environ is None else environ).get(ENV_CACHE_SWEEP, "").strip()
-    if not text:
-        return limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S
-    try:
-        sweep, age = (int(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"{ENV_CACHE_SWEEP} must be two whole numbers of seconds, SWEEP,AGE; got {text!r}") from None
-    if sweep <= 0 or age <= 0:
-        raise ValueError(f"{ENV_CACHE_SWEEP} must be positive; got {text!r}")
-    return sweep, age
 
 
 def examples_cache_is_complete(folder: Path, n_examples: int) -> bool:

@@ -352,12 +352,10 @@ def app_kwargs(*inner, settings: Settings | None = None) -> dict:
     from gradio.utils import get_upload_folder
     from starlette.middleware import Middleware
 
-    from anomaly.ui.serving import cache_sweep
-
     settings = Settings.from_environ() if settings is None else settings
     options = {
         "unused_max_age_s": unused_upload_s(settings),
-        "used_max_age_s": cache_sweep()[1],
+        "used_max_age_s": limits.cache_sweep()[1],
         "proxy_hops": settings.proxy_hops,
     }
     if settings.upload_budget is not None:
