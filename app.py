@@ -161,8 +161,7 @@ def build(runtime: Runtime) -> SimpleNamespace:
                     with gr.Column(scale=4, min_width=300):
                         c.live_in = gr.Audio(
                             sources=["microphone"], type="filepath", streaming=True, label="Microphone",
-                            elem_id="live-input",
-                            # The recording's waveform drawn 60 times a second cost the page half a core.
+                            elem_id="live-input",  # no waveform: drawn 60 times a second, it cost half a core
                             waveform_options=gr.WaveformOptions(show_recording_waveform=False),
                         )
                         # Filled and shown by serving.HEAD's script when the browser refuses the microphone.
@@ -371,8 +370,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        Settings.from_environ()  # the operator's settings (upload budget, proxies, ...), checked before any work
-        limits.cache_sweep()
+        Settings.from_environ(), limits.cache_sweep()  # the operator's settings, checked before any work
         runtime = Runtime.load()
     except (BundleError, ValueError) as exc:  # the operator's to fix: one line, as the CLI
         print(f"error: {exc}", file=sys.stderr)
