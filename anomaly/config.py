@@ -22,6 +22,9 @@ GEARBOX_UPLOAD_BUDGET
     its upload window (default: ``anomaly.ui.uploads``'s own).
 GEARBOX_UNUSED_UPLOAD_S
     Seconds an upload is kept when no call uses it (default ``anomaly.ui.limits.UNUSED_UPLOAD_MAX_AGE_S``).
+GEARBOX_CACHE_SWEEP
+    ``SWEEP,AGE`` in seconds: how often the app's file cache is swept and how old a file must be to go
+    (default ``anomaly.ui.limits``'s own; tests set a few seconds to see the sweep at work).
 GEARBOX_PROXY_HOPS, SPACE_ID
     How many proxies stand in front of the app and add to ``X-Forwarded-For`` (default 1 on a Space, where
     ``SPACE_ID`` is set, else 0: the header is ignored). Per-visitor limits are kept by the address the
@@ -44,6 +47,7 @@ ENV_DATA_DIR = "GEARBOX_DATA_DIR"
 ENV_UPLOAD_BUDGET = "GEARBOX_UPLOAD_BUDGET"
 ENV_UNUSED_UPLOAD_S = "GEARBOX_UNUSED_UPLOAD_S"
 ENV_PROXY_HOPS = "GEARBOX_PROXY_HOPS"
+ENV_CACHE_SWEEP = "GEARBOX_CACHE_SWEEP"
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -74,17 +78,22 @@ def _text(environ: Mapping[str, str], name: str) -> str | None:
     return environ.get(name, "").strip() or None
 
 
-def _upload_budget(environ: Mapping[str, str]) -> tuple[int, int] | None:
-    text = _text(environ, ENV_UPLOAD_BUDGET)
+def _positive_pair(environ: Mapping[str, str], name: str, form: str) -> tuple[int, int] | None:
+    text = _text(environ, name)
     if text is None:
         return None
     try:
-        requests, megabytes = (int(part) for part in text.split(","))
+        first, second = (int(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"{ENV_UPLOAD_BUDGET} must be two whole numbers, REQUESTS,MEGABYTES; got {text!r}") from None
-    if requests <= 0 or megabytes <= 0:
-        raise ValueError(f"{ENV_UPLOAD_BUDGET} must be positive; got {text!r}")
-    return requests, megabytes * 2**20
+        raise ValueError(f"{name} must be two whole numbers, {form}; got {text!r}") from None
+    if first <= 0 or second <= 0:
+        raise ValueError(f"{name} must be positive; got {text!r}")
+    return first, second
+
+
+def _upload_budget(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    pair = _positive_pair(environ, ENV_UPLOAD_BUDGET, "REQUESTS,MEGABYTES")
+    return None if pair is None else (pair[0], pair[1] * 2**20)
 
 
 def _unused_upload_s(environ: Mapping[str, str]) -> float | None:
@@ -133,6 +142,8 @@ class Settings:
         ``GEARBOX_UNUSED_UPLOAD_S``; None: the app's default.
     proxy_hops : int
         ``GEARBOX_PROXY_HOPS``: proxies in front of the app (1 on a Space, else 0).
+    cache_sweep : (int, int) or None
+        ``GEARBOX_CACHE_SWEEP``: seconds between sweeps and age swept; None: the app's default.
 
     Examples
     --------
@@ -152,6 +163,7 @@ class Settings:
     upload_budget: tuple[int, int] | None = None
     unused_upload_s: float | None = None
     proxy_hops: int = 0
+    cache_sweep: tuple[int, int] | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -168,4 +180,5 @@ class Settings:
             upload_budget=_upload_budget(env),
             unused_upload_s=_unused_upload_s(env),
             proxy_hops=_proxy_hops(env),
+            cache_sweep=_positive_pair(env, ENV_CACHE_SWEEP, "SWEEP,AGE in seconds"),
         )

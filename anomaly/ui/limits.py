@@ -3,7 +3,6 @@
 The page's words (``views``), its handlers and ``app.py`` read them here, as does the runtime.
 """
 
-import os
 from collections.abc import Mapping
 
 from anomaly import decoding
@@ -14,9 +13,7 @@ MAX_BATCH_FILES = 100
 MAX_CALIBRATION_FILES = 200
 # Uploads and generated files are deleted this long after they were made (checked every CACHE_SWEEP_S).
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 300, 900
-# "SWEEP,AGE" in seconds: how often gradio's cache sweep runs and how old a file must be to go (default
-# limits.CACHE_SWEEP_S, limits.CACHE_MAX_AGE_S). Tests set a few seconds to see the sweep at work.
-ENV_CACHE_SWEEP = "GEARBOX_CACHE_SWEEP"
+ENV_CACHE_SWEEP = "GEARBOX_CACHE_SWEEP"  # "SWEEP,AGE" in seconds (anomaly.config)
 # An upload that no call has named is deleted sooner (anomaly.ui.uploads): anyone can post files without
 # ever calling an endpoint. The page uploads a file when it is chosen, so this is also how long a visitor
 # may wait between choosing a file and pressing Analyze.
@@ -45,13 +42,6 @@ def client_address(forwarded: str | None, peer: str | None, proxy_hops: int) -> 
 
 def cache_sweep(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
     """``delete_cache`` for the Blocks: (every how many seconds, files older than how many seconds)."""
-    text = (os.environ if environ is None else environ).get(ENV_CACHE_SWEEP, "").strip()
-    if not text:
-        return CACHE_SWEEP_S, CACHE_MAX_AGE_S
-    try:
-        sweep, age = (int(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"{ENV_CACHE_SWEEP} must be two whole numbers of seconds, SWEEP,AGE; got {text!r}") from None
-    if sweep <= 0 or age <= 0:
-        raise ValueError(f"{ENV_CACHE_SWEEP} must be positive; got {text!r}")
-    return sweep, age
+    from anomaly.config import Settings
+
+    return Settings.from_environ(environ).cache_sweep or (CACHE_SWEEP_S, CACHE_MAX_AGE_S)
