@@ -233,3 +233,31 @@ def test_an_address_written_by_the_client_does_not_dodge_the_budget(tmp_path, pr
         answer = http.post(UPLOAD_PATH, files={"files": ("a.wav", b"x")}, headers={"x-forwarded-for": spoofed})
         codes.append(answer.status_code)
     assert codes == [200] * 3 + [429] * 2
+
+
+def test_a_client_that_goes_away_mid_upload_is_one_log_line(tmp_path, caplog):
+    """A tab closed while its live microphone was sending: gradio's upload raises ClientDisconnect, which
+    uvicorn logged as a 70-line traceback per chunk in flight."""
+    import asyncio
+    import logging
+
+    from starlette.requests import Request
+
+    async def upload_then_gone(scope, receive, send):
+        async for _ in Request(scope, receive).stream():
+            pass
+
+    guard = UploadGuard(upload_then_gone, folder=tmp_path)
+    scope = {"type": "http", "method": "POST", "path": UPLOAD_PATH, "client": ("203.0.113.5", 1),
+             "headers": [(b"content-length", b"100")]}
+    messages = [{"type": "http.request", "body": b"x" * 10, "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        raise AssertionError(f"nobody to answer, yet {message}")
+
+    with caplog.at_level(logging.INFO, logger="anomaly.ui"):
+        asyncio.run(guard(scope, receive, send))
+    assert [r.getMessage() for r in caplog.records] == [f"203.0.113.5 closed the connection during POST {UPLOAD_PATH}"]

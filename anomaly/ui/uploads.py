@@ -31,6 +31,8 @@ import weakref
 from collections import OrderedDict, defaultdict, deque
 from pathlib import Path
 
+from starlette.requests import ClientDisconnect
+
 from anomaly.config import Settings
 from anomaly.ui import limits
 
@@ -111,6 +113,11 @@ class UploadGuard:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # A tab closed while it was still sending (a live microphone's chunk, an upload): nobody is left to
+            # answer, and gradio would log a 70-line traceback for each.
+            log.info("%s closed the connection during %s %s", _client(scope, self.proxy_hops), scope.get("method"),
+                     scope.get("path"))
         except OSError as exc:
             if exc.errno != errno.ENOSPC or started:
                 raise
