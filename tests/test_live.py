@@ -166,3 +166,24 @@ def test_memory_is_bounded_whatever_the_listening_time(tiny_detector):
         session.feed(second, SR, tiny_detector)
     assert session._ring is ring and ring.nbytes <= 15 * SR * 4
     assert len(session.history) == 10 and len(session.log) == 20
+
+
+def test_the_warm_up_pays_for_librosas_resampler_before_the_first_visitor(tiny_bundle):
+    """Importing librosa's resampler compiles its numba kernels: 11 to 25 s in a fresh install, which four
+    live listeners at 44.1 kHz once spent waiting for their first verdict. The app's warm-up must do it
+    (checked in a new process, where nothing else has imported it yet)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from anomaly.detector import Detector\n"
+        "from anomaly.ui.runtime import warm_up\n"
+        f"detector = Detector.load({str(tiny_bundle)!r})\n"
+        "before = 'librosa.core.audio' in sys.modules\n"
+        "warm_up(detector)\n"
+        "print(before, 'librosa.core.audio' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["False", "True"], done.stdout

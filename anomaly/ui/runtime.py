@@ -141,6 +141,7 @@ def warm_up(detector: Detector) -> float:
     from anomaly.live import LiveSession
     from anomaly.synth import synthesize_clip
     from anomaly.ui import views
+    from anomaly.waveform import resample
 
     started = time.perf_counter()
     seconds = max(3.0, 1.5 * detector.params.window_seconds)
@@ -153,6 +154,11 @@ def warm_up(detector: Detector) -> float:
     views.timeline(explained, detector.params)
     live = LiveSession(detector.params)
     live.feed(np.repeat(wave, 3), 3 * detector.params.sr, detector)
+    # A rate that is no multiple of the model's (44.1 kHz: most uploads, most browsers' microphones) goes
+    # through librosa's resampler, whose first use imports and compiles librosa's numba kernels: 11 to 25 s
+    # in a fresh install, which four live listeners once spent waiting for their first verdict.
+    resample(wave[: detector.params.sr // 10], detector.params.sr, 44100)
+    resample(np.zeros(4410, np.float32), 44100, detector.params.sr)
     charts.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
     return time.perf_counter() - started
 
