@@ -7,7 +7,6 @@ holds is read from the page itself.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,33 +18,16 @@ from anomaly.ui.session import STORAGE_KEY
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-TIMEOUT_MS = 90_000
 MACHINE = "Press 2, north bay"
 N_NORMALS = 3
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing; CI must install Debian's chromium", pytrace=False)
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+# The page's own Chromium (test_browser skips without it, and fails on CI) and helpers: pick a tab, upload
+# files and wait for them, a screenshot per width.
+import test_browser  # noqa: E402
+from test_browser import expect, open_tab, shot, upload  # noqa: E402
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-expect.set_options(timeout=TIMEOUT_MS)
-
-# The page's own helpers: pick a tab, upload files and wait for them, a screenshot per width.
-from test_browser import open_tab, shot, upload  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+# Its fixtures too: one Chromium for the module, and a fresh visitor at each width (``page``).
+playwright, browser, page = test_browser.playwright, test_browser.browser, test_browser.page
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +41,6 @@ def normals(tmp_path_factory) -> list[Path]:
         sf.write(out / f"press2_normal_{seed}.wav", wave, 16000, subtype="PCM_16")
         paths.append(out / f"press2_normal_{seed}.wav")
     return paths
-
-
-def open_page(context, app_url: str):
-    tab = context.new_page()
-    tab.set_default_timeout(TIMEOUT_MS)
-    tab.goto(app_url)
-    tab.wait_for_selector("#audio-input")
-    tab.wait_for_timeout(500)  # the load event (a calibration kept in the browser) has run by now
-    return tab
 
 
 def reload(tab) -> None:
@@ -98,78 +71,66 @@ def adapt(page, normals: list[Path]) -> None:
     open_tab(page, "analyze", "Analyze")
 
 
-@pytest.mark.parametrize("width", [1400, 390])
-def test_forget_then_two_reloads_the_calibration_stays_forgotten(browser, app_url, normals, width, tmp_path):
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    try:
-        page = open_page(context, app_url)
-        banner = page.locator("#reference-banner")
-        adapt(page, normals)
-        expect(banner).to_contain_text(f"Comparing with {MACHINE}")
-        page.wait_for_function("(key) => localStorage.getItem(key) !== null", arg=STORAGE_KEY)
-        reload(page)  # kept: the store works at all
-        expect(banner).to_contain_text(f"Comparing with {MACHINE}")
+def test_forget_then_two_reloads_the_calibration_stays_forgotten(page, normals, tmp_path):
+    banner = page.locator("#reference-banner")
+    adapt(page, normals)
+    expect(banner).to_contain_text(f"Comparing with {MACHINE}")
+    page.wait_for_function("(key) => localStorage.getItem(key) !== null", arg=STORAGE_KEY)
+    reload(page)  # kept: the store works at all
+    expect(banner).to_contain_text(f"Comparing with {MACHINE}")
 
-        open_tab(page, "adapt", "Adapt to my machine")
-        page.click("#forget-button")
-        expect(page.locator("#calibration-status")).to_contain_text("Back to the model's own reference")
-        page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=STORAGE_KEY)
-        for n in (1, 2):
-            reload(page)
-            assert stored(page, STORAGE_KEY) is None, f"reload {n}: the browser still keeps the calibration"
-            expect(banner).to_be_hidden()
-            open_tab(page, "adapt", "Adapt to my machine")
-            expect(page.locator("#calibration-status")).not_to_contain_text(MACHINE)
-            open_tab(page, "analyze", "Analyze")
-        load_clip(page, ROOT / "examples" / "normal_source.wav")
-        page.click("#analyze-button")
-        expect(page.locator("#compared-with")).to_contain_text("demo gearbox")
-        expect(page.locator("#compared-with")).not_to_contain_text(MACHINE)
-        shot(page, tmp_path, "forgotten")
-    finally:
-        context.close()
-
-
-@pytest.mark.parametrize("width", [1400, 390])
-def test_the_machines_record_after_five_analyses_survives_a_reload(browser, app_url, normals, width, tmp_path):
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    try:
-        page = open_page(context, app_url)
-        record = page.locator("#machine-record")
-        expect(record).to_be_hidden()  # the demo model keeps no record
-        adapt(page, normals)
-        expect(record).to_contain_text(f"Record of {MACHINE}")
-        expect(record).to_contain_text("No readings yet")
-        load_clip(page, ROOT / "examples" / "normal_source.wav")
-        for n in range(1, 6):
-            page.click("#analyze-button")
-            expect(record).to_contain_text(f"{n} reading{'s' if n > 1 else ''} from")
-        points = page.locator("#record-trend .record-point")
-        expect(points).to_have_count(5)
-        expect(page.locator("#record-trend .trend-threshold")).to_have_count(2)
-        expect(page.locator("#record-csv")).to_contain_text("machine-record")
-        assert stored(page, RECORD_KEY) is not None
-        # Its text is readable on a phone: at least 12 px as drawn.
-        smallest = page.evaluate(
-            """() => { const svg = document.querySelector('#record-trend svg');
-                       const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
-                       return Math.min(...[...svg.querySelectorAll('text')].map(
-                           t => parseFloat(t.getAttribute('font-size')) * scale)); }"""
-        )
-        assert smallest >= 12, f"record text {smallest:.1f} px at {width} px"
-        record.scroll_into_view_if_needed()
-        shot(page, tmp_path, "record")
-
+    open_tab(page, "adapt", "Adapt to my machine")
+    page.click("#forget-button")
+    expect(page.locator("#calibration-status")).to_contain_text("Back to the model's own reference")
+    page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=STORAGE_KEY)
+    for n in (1, 2):
         reload(page)
-        expect(page.locator("#reference-banner")).to_contain_text(f"Comparing with {MACHINE}")
-        expect(record).to_contain_text("5 readings from")
-        expect(points).to_have_count(5)
-        shot(page, tmp_path, "record-reloaded")
-
+        assert stored(page, STORAGE_KEY) is None, f"reload {n}: the browser still keeps the calibration"
+        expect(banner).to_be_hidden()
         open_tab(page, "adapt", "Adapt to my machine")
-        page.click("#forget-button")
-        page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=RECORD_KEY)
+        expect(page.locator("#calibration-status")).not_to_contain_text(MACHINE)
         open_tab(page, "analyze", "Analyze")
-        expect(record).to_be_hidden()
-    finally:
-        context.close()
+    load_clip(page, ROOT / "examples" / "normal_source.wav")
+    page.click("#analyze-button")
+    expect(page.locator("#compared-with")).to_contain_text("demo gearbox")
+    expect(page.locator("#compared-with")).not_to_contain_text(MACHINE)
+    shot(page, tmp_path, "forgotten")
+
+
+def test_the_machines_record_after_five_analyses_survives_a_reload(page, normals, tmp_path):
+    record = page.locator("#machine-record")
+    expect(record).to_be_hidden()  # the demo model keeps no record
+    adapt(page, normals)
+    expect(record).to_contain_text(f"Record of {MACHINE}")
+    expect(record).to_contain_text("No readings yet")
+    load_clip(page, ROOT / "examples" / "normal_source.wav")
+    for n in range(1, 6):
+        page.click("#analyze-button")
+        expect(record).to_contain_text(f"{n} reading{'s' if n > 1 else ''} from")
+    points = page.locator("#record-trend .record-point")
+    expect(points).to_have_count(5)
+    expect(page.locator("#record-trend .trend-threshold")).to_have_count(2)
+    expect(page.locator("#record-csv")).to_contain_text("machine-record")
+    assert stored(page, RECORD_KEY) is not None
+    # Its text is readable on a phone: at least 12 px as drawn.
+    smallest = page.evaluate(
+        """() => { const svg = document.querySelector('#record-trend svg');
+                   const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                   return Math.min(...[...svg.querySelectorAll('text')].map(
+                       t => parseFloat(t.getAttribute('font-size')) * scale)); }"""
+    )
+    assert smallest >= 12, f"record text {smallest:.1f} px at {page.viewport_size['width']} px"
+    record.scroll_into_view_if_needed()
+    shot(page, tmp_path, "record")
+
+    reload(page)
+    expect(page.locator("#reference-banner")).to_contain_text(f"Comparing with {MACHINE}")
+    expect(record).to_contain_text("5 readings from")
+    expect(points).to_have_count(5)
+    shot(page, tmp_path, "record-reloaded")
+
+    open_tab(page, "adapt", "Adapt to my machine")
+    page.click("#forget-button")
+    page.wait_for_function("(key) => localStorage.getItem(key) === null", arg=RECORD_KEY)
+    open_tab(page, "analyze", "Analyze")
+    expect(record).to_be_hidden()
