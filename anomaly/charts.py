@@ -26,6 +26,7 @@ from anomaly.plots import (
     pil_font,
     scale_position,
     score_scale,
+    svg_chart_open,
     svg_num,
     svg_score_axes,
     text_width,
@@ -245,11 +246,8 @@ def batch_trend_svg(
 
     f = svg_num
     text = f'font-size="{F}" fill="currentColor"'
-    parts = [
-        f'<svg class="trend" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" '
-        f'style="max-width:{TREND_MAX_PX}px;height:auto;display:block" font-family="system-ui, sans-serif" '
-        f'role="img" aria-label="Scores of {n} file{"s" if n != 1 else ""} in upload order">'
-    ]
+    aria = f"Scores of {n} file{'s' if n != 1 else ''} in upload order"
+    parts = [svg_chart_open("trend", W, H, TREND_MAX_PX, aria)]
     parts += svg_score_axes(left, top, plot_right, plot_bottom, y_ticks, y_of, F)
     steps = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9)
     step = next(s for s in steps if n / s <= plot_w / 45)

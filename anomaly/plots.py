@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from functools import lru_cache
@@ -228,6 +229,16 @@ def time_axis(
 def svg_num(v: float) -> str:
     """A coordinate in an SVG picture: one decimal is finer than a screen pixel."""
     return f"{v:.1f}"
+
+
+def svg_chart_open(css_class: str, width: float, height: float, max_px: int, label: str) -> str:
+    """The opening ``<svg>`` of a score chart: a ``width`` x ``height`` viewBox drawn 100 % wide up to
+    ``max_px``, text in the page's font and colour, and ``label`` (escaped) for screen readers."""
+    return (
+        f'<svg class="{css_class}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+        f'style="max-width:{max_px}px;height:auto;display:block" font-family="system-ui, sans-serif" '
+        f'role="img" aria-label="{html.escape(label)}">'
+    )
 
 
 def svg_score_axes(

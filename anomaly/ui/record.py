@@ -33,6 +33,7 @@ from anomaly.plots import (
     log_ticks,
     scale_position,
     score_scale,
+    svg_chart_open,
     svg_num,
     svg_score_axes,
 )
@@ -277,11 +278,8 @@ def trend_svg(machine: Machine, thresholds: Thresholds) -> str:
 
     f = svg_num
     text = f'font-size="{F}" fill="currentColor"'
-    parts = [
-        f'<svg class="record-trend" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" '
-        f'style="max-width:{MAX_PX}px;height:auto;display:block" font-family="system-ui, sans-serif" '
-        f'role="img" aria-label="{len(readings)} readings of {html.escape(machine.name)} over time">'
-    ]
+    aria = f"{len(readings)} readings of {machine.name} over time"
+    parts = [svg_chart_open("record-trend", W, H, MAX_PX, aria)]
     parts += svg_score_axes(left, top, plot_right, plot_bottom, y_ticks, y_of, F)
     if readings:  # the first and last times under the axis, in the record's own unit
         fmt = "%Y-%m-%d" if span >= 2 * 86400 else "%H:%M:%S" if span < 86400 else "%d %b %H:%M"
