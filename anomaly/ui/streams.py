@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.ui.uploads import read_small_body
+
 log = logging.getLogger("anomaly.ui")
 
 STREAM_PREFIX = "/gradio_api/stream/"
@@ -140,20 +142,10 @@ class ChunkTap:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if scope.get("method") != "POST" or STREAM_PREFIX not in path or path.endswith("/close"):
             return await self.app(scope, receive, send)
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if message["type"] != "http.request" or not message.get("more_body") or size > MAX_BODY_BYTES:
-                break
-        if size <= MAX_BODY_BYTES and messages[-1]["type"] == "http.request" and not messages[-1].get("more_body"):
-            self._note(b"".join(m.get("body", b"") for m in messages))
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        return await self.app(scope, replay, send)
+        body, receive = await read_small_body(scope, receive, MAX_BODY_BYTES)
+        if body is not None:
+            self._note(body)
+        return await self.app(scope, receive, send)
 
     def _note(self, body: bytes) -> None:
         try:

@@ -179,29 +179,11 @@ class UploadGuard:
         return noting_send
 
     async def _marking(self, scope: dict, receive):
-        """Read a small request body whole, mark the uploads it names as used, and give the app a ``receive``
-        that replays the same messages, then goes on with the client's (a disconnect, say)."""
-        length = next((v for k, v in scope.get("headers") or [] if k == b"content-length"), None)
-        if length is not None and (not length.isdigit() or int(length) > self.inspected_bytes):
-            return receive
-        read, size = [], 0
-        while True:
-            message = await receive()
-            read.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.inspected_bytes:  # no Content-Length, and more than it may be: pass it on unread
-                break
-            if not message.get("more_body"):
-                self.mark_used(b"".join(m.get("body", b"") for m in read))
-                break
-        replay = deque(read)
-
-        async def replaying():
-            return replay.popleft() if replay else await receive()
-
-        return replaying
+        """Mark the uploads a small request body names as used; the app gets the same messages."""
+        body, receive = await read_small_body(scope, receive, self.inspected_bytes)
+        if body is not None:
+            self.mark_used(body)
+        return receive
 
     def note(self, paths: list[str]) -> None:
         """Remember the upload folders of ``paths`` (as gradio's upload answers them) as unused, from now."""
@@ -231,7 +213,7 @@ class UploadGuard:
         if not text or "/" not in text:
             return
         try:
-            strings = list(_strings(json.loads(text)))
+            strings = [v for v in _nodes(json.loads(text)) if isinstance(v, str)]
         except (ValueError, RecursionError):
             strings = [text]
         named = {m.group(1) for s in strings for m in self._named.finditer(s)}
@@ -273,6 +255,34 @@ class UploadGuard:
         return min(30.0, max(0.1, self.unused_max_age_s / 10))
 
 
+async def read_small_body(scope: dict, receive, limit: int):
+    """Read a request's body whole if it is at most ``limit`` bytes: (the body, or None when it is bigger or
+    the client went away, and a ``receive`` that replays the messages read, then goes on with the client's).
+
+    A bigger body (a Content-Length over the limit, or more than that read) is passed on unread."""
+    length = next((v for k, v in scope.get("headers") or [] if k == b"content-length"), None)
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return None, receive
+    read, size, body = [], 0, None
+    while True:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > limit:
+            break
+        if not message.get("more_body"):
+            body = b"".join(m.get("body", b"") for m in read)
+            break
+    replay = deque(read)
+
+    async def replaying():
+        return replay.popleft() if replay else await receive()
+
+    return body, replaying
+
+
 def _sweep_while_alive(guard_ref) -> None:
     """The sweeper thread: runs while its guard exists (a test makes many), never holding it between sweeps."""
     while (guard := guard_ref()) is not None:
@@ -285,15 +295,12 @@ def _sweep_while_alive(guard_ref) -> None:
         time.sleep(every)
 
 
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+def _nodes(value):
+    """Every value in a JSON-like tree (dicts, lists, tuples), the tree first."""
+    yield value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        yield from _nodes(item)
 
 
 def duration(seconds: float) -> str:
@@ -317,23 +324,13 @@ def deleted_uploads(inputs: object, folder: str | Path) -> list[str]:
     ``folder`` that are no longer there."""
     root = os.path.abspath(folder)
     names = []
-    for value in _dicts(inputs):
+    for value in (v for v in _nodes(inputs) if isinstance(v, dict)):
         path = value.get("path")
         if isinstance(path, str) and "://" not in path:
             where = os.path.abspath(path)
             if where.startswith(root + os.sep) and not os.path.exists(where):
                 names.append(Path(str(value.get("orig_name") or "") or where).name)
     return names
-
-
-def _dicts(value):
-    if isinstance(value, dict):
-        yield value
-        for item in value.values():
-            yield from _dicts(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _dicts(item)
 
 
 def unused_upload_s(settings: Settings | None = None) -> float:
