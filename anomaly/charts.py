@@ -68,7 +68,8 @@ def window_timeline(
     if times.shape != scores.shape:
         raise ValueError(f"{len(times)} window times for {len(scores)} scores")
     each_familiar = np.broadcast_to(np.asarray(familiar, dtype=bool), scores.shape)
-    familiar = bool(each_familiar.any()) or not len(scores)  # the threshold lines: grey only when none is
+    # The threshold lines are grey only when no window is familiar (``familiar=False``: an unfamiliar verdict).
+    lines_familiar = bool(each_familiar.any()) if len(scores) else bool(np.all(familiar))
     end = float(times.max() + window_seconds) if len(times) else window_seconds
     t0, t1 = time_range_s or (0.0, end)
     if not t1 > t0:
@@ -122,7 +123,7 @@ def window_timeline(
         if score > high:
             overflow.append((x0, x1, score, colour))
 
-    line_colours = LABEL_COLOURS if familiar else {label: MUTED for label in LABELS}
+    line_colours = LABEL_COLOURS if lines_familiar else {label: MUTED for label in LABELS}
     for value, label in ((thresholds.maintenance, LABELS[1]), (thresholds.severe, LABELS[2])):
         dashed_hline(draw, left, plot_right, y_of(value), line_colours[label])
     draw.line([(left, top), (left, plot_bottom)], fill=INK, width=2)
