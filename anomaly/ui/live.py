@@ -185,10 +185,10 @@ class LivePage:
         replaced while the server was busy (``anomaly.ui.streams``); a (rate, samples) chunk as it is."""
         if not isinstance(chunk, str | os.PathLike):
             return [chunk if chunk is not None else (None, None)]
-        log_ = self.runtime.live_chunks
-        paths = log_.take(request.session_hash if request is not None else None, str(chunk))
+        chunk_log = self.runtime.live_chunks
+        paths = chunk_log.take(request.session_hash if request is not None else None, str(chunk))
         chunks = [read_chunk(path) for path in paths]
-        log_.forget(paths)
+        chunk_log.forget(paths)
         return chunks
 
     def listen(

@@ -157,7 +157,6 @@ def warm_up(detector: Detector) -> float:
     # A rate that is no multiple of the model's (44.1 kHz: most uploads, most browsers' microphones) goes
     # through librosa's resampler, whose first use imports and compiles librosa's numba kernels: 11 to 25 s
     # in a fresh install, which four live listeners once spent waiting for their first verdict.
-    resample(wave[: detector.params.sr // 10], detector.params.sr, 44100)
     resample(np.zeros(4410, np.float32), 44100, detector.params.sr)
     charts.live_timeline(*live.timeline(), detector.thresholds, live.window_s, now_s=live.heard_s)
     return time.perf_counter() - started
