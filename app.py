@@ -332,7 +332,6 @@ def build(runtime: Runtime) -> SimpleNamespace:
             live.listen,
             inputs=[c.live_in, c.live_state, c.session],
             outputs=live_outputs,
-            stream_every=serving.LIVE_STREAM_EVERY_S,
             show_progress="hidden",
             trigger_mode="multiple",
             concurrency_limit=lanes.LIVE_LISTENERS,

@@ -281,10 +281,6 @@ footer { margin-top: 1em; }
 
 THEME_ARGS = {"primary_hue": "teal", "secondary_hue": "slate", "neutral_hue": "slate"}
 
-# How often the browser's microphone chunks reach the server; a reading is made every second of audio
-# whatever the chunk size, so this only bounds how late a reading can be (half a second at most).
-LIVE_STREAM_EVERY_S = 0.5
-
 
 def examples_cache_is_complete(folder: Path, n_examples: int) -> bool:
     """Whether gradio's examples cache in ``folder`` holds one whole row for each of ``n_examples`` examples,
